@@ -1,0 +1,44 @@
+"""lit_matching: PyTorch Lightning modules for two-tower retrieval recommenders."""
+
+from lit_matching.data.datamodule import MatchingDataModule, read_interactions
+from lit_matching.data.movielens import load_movielens_small, load_movielens_small_movies
+from lit_matching.losses import bce_loss, bpr_loss, softmax_loss
+from lit_matching.modules import (
+    ListwiseMatching,
+    MatchingModule,
+    PairwiseMatching,
+    PointwiseMatching,
+)
+from lit_matching.retrieval.evaluation import (
+    RetrievalEvaluator,
+    evaluate_retrieval,
+    most_popular_metrics,
+)
+from lit_matching.similarity import Cosine, Dot, Euclidean, Similarity, get_similarity
+from lit_matching.towers import IDEmbeddingTower
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Cosine",
+    "Dot",
+    "Euclidean",
+    "IDEmbeddingTower",
+    "ListwiseMatching",
+    "MatchingDataModule",
+    "MatchingModule",
+    "PairwiseMatching",
+    "PointwiseMatching",
+    "RetrievalEvaluator",
+    "Similarity",
+    "__version__",
+    "bce_loss",
+    "bpr_loss",
+    "evaluate_retrieval",
+    "get_similarity",
+    "load_movielens_small",
+    "load_movielens_small_movies",
+    "most_popular_metrics",
+    "read_interactions",
+    "softmax_loss",
+]

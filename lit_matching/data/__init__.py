@@ -1,0 +1,1 @@
+"""Interaction data: loading, ids, splits, negative sampling and the DataModule."""

@@ -1,0 +1,121 @@
+"""Per-user item sets in compressed-row form, with vectorised membership tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["EvalSet", "ItemSets"]
+
+
+@dataclass(frozen=True)
+class ItemSets:
+    """The set of items of each row (usually a user), stored as sorted CSR arrays.
+
+    Row ``r`` holds ``indices[indptr[r]:indptr[r + 1]]``, sorted and without duplicates.
+
+    Example:
+        >>> sets = ItemSets.from_pairs(np.array([0, 0, 2]), np.array([5, 1, 1]), 3, 6)
+        >>> sets.row(0), sets.counts()
+        (array([1, 5]), array([2, 0, 1]))
+        >>> sets.contains(np.array([0, 1, 2]), np.array([5, 5, 1]))
+        array([ True, False,  True])
+    """
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    num_items: int
+
+    @classmethod
+    def from_pairs(
+        cls, rows: np.ndarray, items: np.ndarray, num_rows: int, num_items: int
+    ) -> ItemSets:
+        """Build from aligned ``(row, item)`` arrays; duplicate pairs are merged."""
+        keys = np.unique(np.asarray(rows, dtype=np.int64) * num_items + np.asarray(items))
+        counts = np.bincount(keys // num_items, minlength=num_rows)
+        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return cls(indptr=indptr, indices=keys % num_items, num_items=num_items)
+
+    @property
+    def num_rows(self) -> int:
+        """Number of rows."""
+        return len(self.indptr) - 1
+
+    def counts(self) -> np.ndarray:
+        """Number of items in each row."""
+        return np.diff(self.indptr)
+
+    def row(self, r: int) -> np.ndarray:
+        """Items of row ``r``."""
+        return self.indices[self.indptr[r] : self.indptr[r + 1]]
+
+    def row_ids(self) -> np.ndarray:
+        """The row of every stored item, aligned with :attr:`indices`."""
+        return np.repeat(np.arange(self.num_rows), self.counts())
+
+    def keys(self) -> np.ndarray:
+        """Sorted ``row * num_items + item`` keys of all stored pairs."""
+        return self.row_ids() * self.num_items + self.indices
+
+    def contains(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Whether ``items[i]`` is in row ``rows[i]``, broadcasting ``rows`` against ``items``.
+
+        Negative items (FAISS's "no result") are never contained.
+        """
+        keys = self._sorted_keys
+        query = np.asarray(rows, dtype=np.int64) * self.num_items + np.asarray(items)
+        if keys.size == 0:
+            return np.zeros(query.shape, dtype=bool)
+        pos = np.minimum(np.searchsorted(keys, query), keys.size - 1)
+        return (keys[pos] == query) & (np.asarray(items) >= 0)
+
+    @property
+    def _sorted_keys(self) -> np.ndarray:
+        # Cached on first use; the dataclass is frozen, so bypass __setattr__.
+        cached = self.__dict__.get("_keys_cache")
+        if cached is None:
+            cached = self.keys()
+            object.__setattr__(self, "_keys_cache", cached)
+        return cached
+
+    def select(self, rows: np.ndarray) -> ItemSets:
+        """A new :class:`ItemSets` whose row ``i`` is this one's row ``rows[i]``."""
+        rows = np.asarray(rows, dtype=np.int64)
+        starts, lengths = self.indptr[rows], self.counts()[rows]
+        indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        # Position of each output entry inside its source row, then offset by the row start.
+        within = np.arange(indptr[-1]) - np.repeat(indptr[:-1], lengths)
+        indices = self.indices[np.repeat(starts, lengths) + within]
+        return ItemSets(indptr=indptr, indices=indices, num_items=self.num_items)
+
+    def union(self, other: ItemSets) -> ItemSets:
+        """Row-wise union with another :class:`ItemSets` of the same shape."""
+        if other.num_rows != self.num_rows or other.num_items != self.num_items:
+            raise ValueError("ItemSets.union needs sets with the same rows and items")
+        rows = np.concatenate([self.row_ids(), other.row_ids()])
+        items = np.concatenate([self.indices, other.indices])
+        return ItemSets.from_pairs(rows, items, self.num_rows, self.num_items)
+
+    def difference(self, other: ItemSets) -> ItemSets:
+        """Row-wise ``self - other`` for sets with the same rows and items."""
+        if other.num_rows != self.num_rows or other.num_items != self.num_items:
+            raise ValueError("ItemSets.difference needs sets with the same rows and items")
+        rows = self.row_ids()
+        keep = ~other.contains(rows, self.indices)
+        return ItemSets.from_pairs(rows[keep], self.indices[keep], self.num_rows, self.num_items)
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """What retrieval evaluation of one split needs.
+
+    Attributes:
+        users: Indices of the evaluated users.
+        targets: Held-out relevant items; row ``i`` belongs to ``users[i]``.
+        exclude: Items never to recommend (already seen); row ``i`` belongs to ``users[i]``.
+    """
+
+    users: np.ndarray
+    targets: ItemSets
+    exclude: ItemSets

@@ -1,0 +1,1 @@
+"""Retrieval: metrics, FAISS search and the evaluation callback."""

@@ -1,0 +1,157 @@
+"""Full-catalogue retrieval evaluation: a function and the Lightning callback around it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from torch import Tensor
+
+from lit_matching.data.item_sets import EvalSet
+from lit_matching.retrieval.metrics import hit_matrix, retrieval_metrics
+from lit_matching.retrieval.search import build_index, search_top_k
+from lit_matching.similarity import FaissMetric
+
+__all__ = ["RetrievalEvaluator", "evaluate_retrieval", "most_popular_metrics"]
+
+
+def evaluate_retrieval(
+    user_vectors: np.ndarray,
+    item_vectors: np.ndarray,
+    metric: FaissMetric,
+    eval_set: EvalSet,
+    ks: Sequence[int] = (10, 20, 50),
+    exclude_seen: bool = True,
+) -> dict[str, float]:
+    """Search the full catalogue for every evaluated user and score the top ``max(ks)``.
+
+    Args:
+        user_vectors: ``(len(eval_set.users), d)`` query vectors, prepared for ``metric``.
+        item_vectors: ``(num_items, d)`` item vectors, prepared for ``metric``.
+        metric: FAISS metric that ranks as the model's similarity (``"l2"`` or ``"ip"``).
+        eval_set: Evaluated users, their targets and their seen items.
+        ks: Cut-offs.
+        exclude_seen: Never recommend an item of ``eval_set.exclude``.
+
+    Returns:
+        ``{"recall@10": ..., "ndcg@10": ..., ...}`` averaged over the evaluated users.
+
+    Example:
+        >>> from lit_matching.data.item_sets import ItemSets
+        >>> users = np.array([0, 1])
+        >>> eval_set = EvalSet(users, targets=ItemSets.from_pairs(users, [1, 2], 2, 3),
+        ...                    exclude=ItemSets.from_pairs(users, [0, 0], 2, 3))
+        >>> items = np.array([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7]], dtype=np.float32)
+        >>> queries = np.array([[1.0, 0.0], [1.0, 0.0]], dtype=np.float32)
+        >>> evaluate_retrieval(queries, items, "ip", eval_set, ks=[1])["hit_rate@1"]
+        0.5
+    """
+    index = build_index(item_vectors, metric)
+    top, _ = search_top_k(index, user_vectors, max(ks), eval_set.exclude if exclude_seen else None)
+    hits = hit_matrix(top, eval_set.targets)
+    return retrieval_metrics(hits, eval_set.targets.counts(), ks)
+
+
+def most_popular_metrics(
+    item_counts: np.ndarray, eval_set: EvalSet, ks: Sequence[int] = (10, 20, 50)
+) -> dict[str, float]:
+    """Metrics of recommending the most popular unseen items to everyone (the baseline).
+
+    Popularity ranking is inner-product search with a score of 1 per user and the item's
+    training count per item, so it goes through exactly the same search and metrics as a model.
+    """
+    items = np.asarray(item_counts, dtype=np.float32)[:, None]
+    users = np.ones((len(eval_set.users), 1), dtype=np.float32)
+    return evaluate_retrieval(users, items, "ip", eval_set, ks)
+
+
+class _Encoder(Protocol):
+    similarity: Any
+
+    def encode_users(self, users: Tensor) -> Tensor: ...
+    def encode_items(self, items: Tensor) -> Tensor: ...
+
+
+def _encode(
+    encode: Callable[[Tensor], Tensor], ids: np.ndarray, device: torch.device, batch_size: int
+) -> np.ndarray:
+    chunks = []
+    with torch.no_grad():
+        for start in range(0, len(ids), batch_size):
+            batch = torch.as_tensor(ids[start : start + batch_size], device=device)
+            chunks.append(encode(batch).float().cpu().numpy())
+    return np.concatenate(chunks)
+
+
+class RetrievalEvaluator(Callback):
+    """Logs full-catalogue retrieval metrics at the end of validation and test.
+
+    At the end of each validation epoch (sanity check excluded) it encodes every item and every
+    validation user, builds an exact FAISS index whose metric ranks as the model's similarity
+    (:attr:`Similarity.faiss_metric`), retrieves the top ``max(ks)`` items per user with the
+    user's training items excluded, and logs ``val/recall@K``, ``val/ndcg@K``,
+    ``val/hit_rate@K``, ``val/mrr@K`` and ``val/precision@K``. On ``trainer.test`` it does the
+    same on the test split as ``test/...``, excluding training and validation items.
+
+    The data come from ``trainer.datamodule.eval_set(stage)`` (see
+    :meth:`MatchingDataModule.eval_set`); the model must offer ``encode_users``,
+    ``encode_items`` and ``similarity`` (as :class:`MatchingModule` does). Every rank computes
+    the same metrics, so they are safe to monitor under DDP.
+
+    Args:
+        ks: Cut-offs.
+        batch_size: Users / items encoded per forward pass.
+
+    Example:
+        >>> evaluator = RetrievalEvaluator(ks=(10, 50))
+        >>> from pytorch_lightning.callbacks import ModelCheckpoint
+        >>> checkpoint = ModelCheckpoint(monitor="val/recall@50", mode="max")
+    """
+
+    def __init__(self, ks: Sequence[int] = (10, 20, 50), batch_size: int = 4096):
+        if not ks or any(not isinstance(k, int) or k < 1 for k in ks):
+            raise ValueError(f"ks has to be a non-empty list of positive integers, got {ks!r}")
+        self.ks = tuple(ks)
+        self.batch_size = batch_size
+        #: The metrics of the last evaluation of each stage, e.g. ``{"val": {"recall@10": ..}}``.
+        self.results: dict[str, dict[str, float]] = {}
+
+    def evaluate(
+        self, pl_module: _Encoder, eval_set: EvalSet, device: torch.device, num_items: int
+    ) -> dict[str, float]:
+        """Encode users and items with ``pl_module`` and compute the metrics."""
+        users = _encode(pl_module.encode_users, eval_set.users, device, self.batch_size)
+        items = _encode(pl_module.encode_items, np.arange(num_items), device, self.batch_size)
+        return evaluate_retrieval(
+            users, items, pl_module.similarity.faiss_metric, eval_set, self.ks
+        )
+
+    def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "eval_set"):
+            raise RuntimeError(
+                "RetrievalEvaluator needs a datamodule with eval_set(stage), such as "
+                "MatchingDataModule; pass it as trainer.fit(model, datamodule=...)"
+            )
+        metrics = self.evaluate(
+            pl_module,  # type: ignore[arg-type]
+            datamodule.eval_set(stage),
+            pl_module.device,
+            datamodule.num_items,
+        )
+        self.results[stage] = metrics
+        for name, value in metrics.items():
+            pl_module.log(f"{stage}/{name}", value, sync_dist=True)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Evaluate on the validation split (skipped during the sanity check)."""
+        if not trainer.sanity_checking:
+            self._run(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Evaluate on the test split."""
+        self._run(trainer, pl_module, "test")

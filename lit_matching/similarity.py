@@ -1,0 +1,145 @@
+"""Similarity functions between user and item embeddings.
+
+Every similarity is a score where higher means closer, with two forms:
+
+* ``matrix(queries, candidates)``: all pairs, ``(B, d) x (N, d) -> (B, N)``;
+* ``rowwise(queries, candidates)``: aligned rows, broadcasting over leading dimensions,
+  ``(..., d) x (..., d) -> (...)``.
+
+Each similarity also knows how to make vectors ready for a FAISS index whose metric ranks exactly
+as the score does (:meth:`Similarity.prepare` and :attr:`Similarity.faiss_metric`):
+
+============  ============================  =======================
+similarity    score                         FAISS index
+============  ============================  =======================
+``cosine``    ``<q/|q|, c/|c|>``            ``IndexFlatL2`` on L2-normalised vectors
+``dot``       ``<q, c>``                    ``IndexFlatIP`` on raw vectors
+``euclidean`` ``-|q - c|^2``                ``IndexFlatL2`` on raw vectors
+============  ============================  =======================
+
+On unit vectors ``|q - c|^2 = 2 - 2 cos(q, c)``, so an L2 index ranks normalised vectors exactly
+as cosine does.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import torch.nn.functional as F
+from torch import Tensor
+
+FaissMetric = Literal["l2", "ip"]
+
+__all__ = ["Cosine", "Dot", "Euclidean", "Similarity", "SimilarityName", "get_similarity"]
+
+SimilarityName = Literal["cosine", "dot", "euclidean"]
+
+
+class Similarity:
+    """Base class: a score between query and candidate vectors, higher = closer."""
+
+    name: ClassVar[str]
+    faiss_metric: ClassVar[FaissMetric]
+
+    def prepare(self, x: Tensor) -> Tensor:
+        """Return ``x`` as stored in (or searched against) the FAISS index."""
+        return x
+
+    def matrix(self, queries: Tensor, candidates: Tensor) -> Tensor:
+        """Scores of every query against every candidate: ``(B, d), (N, d) -> (B, N)``."""
+        raise NotImplementedError
+
+    def rowwise(self, queries: Tensor, candidates: Tensor) -> Tensor:
+        """Scores of aligned rows, broadcasting leading dimensions: ``(..., d) -> (...)``."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class Dot(Similarity):
+    """Inner product ``<q, c>``; FAISS inner-product index on raw vectors.
+
+    Example:
+        >>> import torch
+        >>> q = torch.tensor([[1.0, 2.0]]); c = torch.tensor([[3.0, 1.0], [0.0, 1.0]])
+        >>> Dot().matrix(q, c)
+        tensor([[5., 2.]])
+    """
+
+    name = "dot"
+    faiss_metric: ClassVar[FaissMetric] = "ip"
+
+    def matrix(self, queries: Tensor, candidates: Tensor) -> Tensor:  # noqa: D102
+        return queries @ candidates.transpose(-1, -2)
+
+    def rowwise(self, queries: Tensor, candidates: Tensor) -> Tensor:  # noqa: D102
+        return (queries * candidates).sum(-1)
+
+
+class Cosine(Dot):
+    """Cosine similarity; FAISS L2 index on L2-normalised vectors.
+
+    Example:
+        >>> import torch
+        >>> q = torch.tensor([[3.0, 4.0]]); c = torch.tensor([[6.0, 8.0], [4.0, -3.0]])
+        >>> Cosine().matrix(q, c)
+        tensor([[1., 0.]])
+    """
+
+    name = "cosine"
+    faiss_metric: ClassVar[FaissMetric] = "l2"
+
+    def prepare(self, x: Tensor) -> Tensor:  # noqa: D102
+        return F.normalize(x, dim=-1)
+
+    def matrix(self, queries: Tensor, candidates: Tensor) -> Tensor:  # noqa: D102
+        return super().matrix(self.prepare(queries), self.prepare(candidates))
+
+    def rowwise(self, queries: Tensor, candidates: Tensor) -> Tensor:  # noqa: D102
+        return super().rowwise(self.prepare(queries), self.prepare(candidates))
+
+
+class Euclidean(Similarity):
+    """Negative squared euclidean distance ``-|q - c|^2``; FAISS L2 index on raw vectors.
+
+    Example:
+        >>> import torch
+        >>> q = torch.tensor([[0.0, 0.0]]); c = torch.tensor([[3.0, 4.0], [1.0, 0.0]])
+        >>> Euclidean().matrix(q, c)
+        tensor([[-25.,  -1.]])
+    """
+
+    name = "euclidean"
+    faiss_metric: ClassVar[FaissMetric] = "l2"
+
+    def matrix(self, queries: Tensor, candidates: Tensor) -> Tensor:  # noqa: D102
+        # |q|^2 - 2<q, c> + |c|^2 is one matmul instead of a (B, N, d) difference tensor.
+        q_sq = queries.pow(2).sum(-1, keepdim=True)
+        c_sq = candidates.pow(2).sum(-1).unsqueeze(-2)
+        return -(q_sq - 2 * queries @ candidates.transpose(-1, -2) + c_sq)
+
+    def rowwise(self, queries: Tensor, candidates: Tensor) -> Tensor:  # noqa: D102
+        return -(queries - candidates).pow(2).sum(-1)
+
+
+_SIMILARITIES: dict[str, type[Similarity]] = {cls.name: cls for cls in (Cosine, Dot, Euclidean)}
+
+
+def get_similarity(name: str | Similarity) -> Similarity:
+    """Return the similarity called ``name`` (``"cosine"``, ``"dot"`` or ``"euclidean"``).
+
+    Example:
+        >>> get_similarity("cosine").faiss_metric
+        'l2'
+        >>> get_similarity("dot").faiss_metric
+        'ip'
+    """
+    if isinstance(name, Similarity):
+        return name
+    try:
+        return _SIMILARITIES[name]()
+    except KeyError:
+        raise ValueError(
+            f"unknown similarity {name!r}; expected one of {sorted(_SIMILARITIES)}"
+        ) from None

@@ -1,0 +1,46 @@
+"""Towers: plain ``nn.Module`` encoders that map ids to embeddings.
+
+A tower takes a batch of contiguous indices (as produced by :class:`MatchingDataModule`) and
+returns one embedding per index. Towers know nothing about Lightning, losses or similarity, so
+any ``nn.Module`` with that contract can be used as a user or item tower.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+__all__ = ["IDEmbeddingTower"]
+
+
+class IDEmbeddingTower(nn.Module):
+    """One learned vector per id: the matrix-factorisation tower.
+
+    Args:
+        num_embeddings: Number of ids (users or items); indices run from 0 to this - 1.
+        embedding_dim: Size of each vector.
+        init_std: Standard deviation of the normal initialisation.
+
+    Example:
+        >>> import torch
+        >>> tower = IDEmbeddingTower(num_embeddings=10, embedding_dim=4)
+        >>> tower(torch.tensor([0, 3, 9])).shape
+        torch.Size([3, 4])
+    """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int = 64, init_std: float = 0.1):
+        super().__init__()
+        if num_embeddings < 1:
+            raise ValueError(f"num_embeddings has to be a positive integer, got {num_embeddings}")
+        if embedding_dim < 1:
+            raise ValueError(f"embedding_dim has to be a positive integer, got {embedding_dim}")
+        self.embedding = nn.Embedding(num_embeddings, embedding_dim)
+        nn.init.normal_(self.embedding.weight, std=init_std)
+
+    @property
+    def embedding_dim(self) -> int:
+        """Size of the output vectors."""
+        return self.embedding.embedding_dim
+
+    def forward(self, ids: Tensor) -> Tensor:
+        """Embeddings of ``ids``: ``(...) -> (..., embedding_dim)``."""
+        return self.embedding(ids)

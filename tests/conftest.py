@@ -1,0 +1,19 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+
+def synthetic_log(num_users: int = 40, num_items: int = 30, per_user: int = 8, seed: int = 0):
+    """Users who each prefer one of two item halves, with increasing timestamps."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for user in range(num_users):
+        half = np.arange(num_items // 2) + (num_items // 2) * (user % 2)
+        items = rng.choice(half, size=per_user, replace=False)
+        rows += [(f"u{user}", int(item) * 10, float(t)) for t, item in enumerate(items)]
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+
+
+@pytest.fixture
+def small_log() -> pd.DataFrame:
+    return synthetic_log()

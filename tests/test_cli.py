@@ -1,0 +1,78 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lit_matching.cli import _resolve_configs, packaged_config, packaged_configs, run_cli
+
+
+@pytest.fixture(autouse=True)
+def plain_argv(monkeypatch):
+    # LightningCLI warns when both sys.argv (pytest's here) and args are given.
+    monkeypatch.setattr(sys, "argv", ["lit-matching"])
+
+
+SMALL = [
+    "--trainer.max_epochs=1",
+    "--trainer.limit_train_batches=3",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+]
+
+
+def test_packaged_configs_are_complete_and_consistent():
+    assert packaged_configs() == ["listwise", "pairwise", "pointwise"]
+    for name in packaged_configs():
+        config = yaml.safe_load(Path(packaged_config(name)).read_text())
+        assert config["data"]["mode"] == name
+        assert config["model"]["class_path"].lower().endswith(f"{name}matching")
+
+
+def test_config_names_resolve_to_packaged_files(tmp_path):
+    own = tmp_path / "own.yaml"
+    own.write_text("{}")
+    assert _resolve_configs(["fit"]) == ["fit", "--config", packaged_config("listwise")]
+    assert _resolve_configs(["fit", "--config", "pairwise"])[2] == packaged_config("pairwise")
+    assert _resolve_configs(["fit", "--config=pointwise.yaml"])[1] == (
+        "--config=" + packaged_config("pointwise")
+    )
+    assert _resolve_configs(["fit", "-c", str(own)]) == ["fit", "-c", str(own)]
+
+
+@pytest.mark.parametrize("name", ["pointwise", "pairwise", "listwise"])
+def test_fit_each_packaged_config_prints_metrics(name, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    cli = run_cli(["fit", "--config", name, *SMALL])
+    out = capsys.readouterr().out
+    assert f"{name.capitalize()}Matching (cosine) on 671 users x 9066 items" in out
+    for key in ("recall@10", "ndcg@20", "hit_rate@50", "mrr@50", "precision@10"):
+        assert key in out
+    evaluator = next(c for c in cli.trainer.callbacks if type(c).__name__ == "RetrievalEvaluator")
+    assert set(evaluator.results) == {"val", "test"}
+    assert 0.0 <= evaluator.results["test"]["hit_rate@50"] <= 1.0
+    assert (tmp_path / "lit_matching_runs" / name / "version_0" / "metrics.csv").exists()
+
+
+def test_console_script_runs_end_to_end(tmp_path):
+    exe = shutil.which("lit-matching", path=os.path.dirname(sys.executable))
+    assert exe, "the lit-matching console script is not installed"
+    result = subprocess.run(
+        [exe, "fit", *SMALL], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ListwiseMatching (cosine)" in result.stdout
+    assert "test:popular" in result.stdout
+    assert "Wall time" in result.stdout
+
+
+def test_print_config_shows_linked_towers(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["fit", "--print_config"])
+    assert exit_info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["class_path"] == "lit_matching.ListwiseMatching"
+    assert printed["data"]["mode"] == "listwise"

@@ -1,0 +1,231 @@
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lit_matching import MatchingDataModule
+from lit_matching.data.interactions import IdVocabulary, index_interactions
+from lit_matching.data.item_sets import ItemSets
+from lit_matching.data.sampling import UniformNegativeSampler
+from lit_matching.data.split import leave_last_out
+
+
+def random_sets(rng, num_rows=15, num_items=20):
+    rows = rng.integers(0, num_rows, size=60)
+    items = rng.integers(0, num_items, size=60)
+    py = [set() for _ in range(num_rows)]
+    for r, i in zip(rows, items, strict=True):
+        py[r].add(int(i))
+    return ItemSets.from_pairs(rows, items, num_rows, num_items), py
+
+
+def test_item_sets_match_python_sets():
+    rng = np.random.default_rng(0)
+    a, pa = random_sets(rng)
+    b, pb = random_sets(rng)
+    for r in range(15):
+        assert a.row(r).tolist() == sorted(pa[r])
+        assert set(a.union(b).row(r)) == pa[r] | pb[r]
+        assert set(a.difference(b).row(r)) == pa[r] - pb[r]
+    picked = np.array([3, 3, 0, 14])
+    assert [set(a.select(picked).row(i)) for i in range(4)] == [pa[3], pa[3], pa[0], pa[14]]
+    rows, items = rng.integers(0, 15, 200), rng.integers(-1, 20, 200)
+    expected = [int(i) in pa[r] for r, i in zip(rows, items, strict=True)]
+    assert a.contains(rows, items).tolist() == expected
+
+
+def test_vocabulary_round_trip_any_id_type():
+    raw = pd.Series(["b", "a", "c", "a"])
+    vocab = IdVocabulary.from_values(raw)
+    assert vocab.to_list() == ["a", "b", "c"]
+    assert vocab.to_raw(vocab.to_index(raw)).tolist() == raw.tolist()
+    with pytest.raises(KeyError, match="'zz'"):
+        vocab.to_index(["a", "zz"])
+
+
+def test_repeated_pairs_keep_latest(caplog):
+    log = pd.DataFrame({"user_id": [1, 1, 1], "item_id": [5, 6, 5], "timestamp": [1, 2, 3]})
+    with caplog.at_level(logging.INFO):
+        data = index_interactions(log)
+    assert data.frame[["item", "time"]].values.tolist() == [[1, 2], [0, 3]]
+    assert "1 repeated (user, item) interactions merged" in caplog.text
+
+
+def test_leave_last_out(small_log, caplog):
+    log = pd.concat(
+        [
+            small_log,
+            pd.DataFrame({"user_id": ["short"] * 2, "item_id": [0, 10], "timestamp": [0.0, 1.0]}),
+        ]
+    )
+    data = index_interactions(log)
+    with caplog.at_level(logging.INFO):
+        split = leave_last_out(data.frame)
+    assert "1 user(s) with fewer than 3 interactions kept in training only" in caplog.text
+    short = data.users.to_index(["short"])[0]
+    assert (split.train.user == short).sum() == 2
+    assert short not in set(split.val.user) | set(split.test.user)
+    frame = data.frame
+    for user, rows in frame[frame.user != short].groupby("user"):
+        times = rows.sort_values("time").item.tolist()
+        assert split.test[split.test.user == user].item.tolist() == times[-1:]
+        assert split.val[split.val.user == user].item.tolist() == times[-2:-1]
+        train = split.train[split.train.user == user]
+        assert train.time.max() <= rows.time.sort_values().iloc[-2]  # no future in training
+    assert len(split.train) + len(split.val) + len(split.test) == len(frame)
+
+
+def test_leave_last_out_ties_follow_row_order():
+    log = pd.DataFrame(
+        {"user_id": [1, 1, 1, 1], "item_id": [1, 2, 3, 4], "timestamp": [0, 5, 5, 5]}
+    )
+    split = leave_last_out(index_interactions(log).frame)
+    assert split.val.item.tolist() == [2] and split.test.item.tolist() == [3]  # indices of 3, 4
+
+
+def test_sampler_never_returns_a_positive():
+    rng = np.random.default_rng(0)
+    num_users, num_items = 50, 30
+    rows = np.repeat(np.arange(num_users), 20)
+    items = np.concatenate([rng.choice(num_items, 20, replace=False) for _ in range(num_users)])
+    # user 0 has seen all but item 7: the exact fallback must find it
+    keep = (rows != 0) | (items != 7)
+    rows = np.concatenate([rows[keep], np.zeros(num_items - 1, dtype=int)])
+    items = np.concatenate([items[keep], np.delete(np.arange(num_items), 7)])
+    positives = ItemSets.from_pairs(rows, items, num_users, num_items)
+    sampler = UniformNegativeSampler(positives, max_rounds=2)
+    users = rng.integers(0, num_users, size=2000)
+    negatives = sampler.sample(users, 6, rng)
+    assert not positives.contains(users[:, None], negatives).any()
+    assert (negatives[users == 0] == 7).all()
+    assert len(np.unique(negatives[users == 1])) == num_items - len(positives.row(1))
+
+
+def test_sampler_rejects_user_who_saw_everything():
+    positives = ItemSets.from_pairs(np.zeros(3, dtype=int), np.arange(3), 2, 3)
+    with pytest.raises(ValueError, match=r"1 user\(s\) interacted with all 3 items.*user index 0"):
+        UniformNegativeSampler(positives)
+
+
+@pytest.mark.parametrize(
+    ("mode", "keys", "shapes"),
+    [
+        ("pointwise", ["items", "labels", "users"], [(40,), (40,), (40,)]),
+        ("pairwise", ["neg_items", "pos_items", "users"], [(8, 4), (8,), (8,)]),
+        (2, ["neg_items", "pos_items", "users"], [(8, 4), (8,), (8,)]),
+    ],
+)
+def test_batches_of_each_mode(small_log, mode, keys, shapes):
+    dm = MatchingDataModule(mode=mode, interactions=small_log, batch_size=8, num_negatives=4)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert sorted(batch) == keys
+    assert [tuple(batch[k].shape) for k in keys] == shapes
+    if mode == "pointwise":
+        labels = batch["labels"].view(8, 5)
+        assert (labels[:, 0] == 1).all() and (labels[:, 1:] == 0).all()
+        assert (batch["users"].view(8, 5) == batch["users"].view(8, 5)[:, :1]).all()
+
+
+def epoch_negatives(dm):
+    users, negatives = [], []
+    for batch in dm.train_dataloader():
+        users.append(batch["users"].numpy())
+        negatives.append(batch["neg_items"].numpy())
+    return np.concatenate(users), np.concatenate(negatives)
+
+
+def test_negatives_fresh_every_epoch_and_never_training_positives(small_log):
+    dm = MatchingDataModule(mode="listwise", interactions=small_log, batch_size=16, num_negatives=5)
+    dm.setup("fit")
+    first_users, first = epoch_negatives(dm)
+    second_users, second = epoch_negatives(dm)
+    for users, negatives in ((first_users, first), (second_users, second)):
+        assert not dm.train_items.contains(users[:, None], negatives).any()
+    order1, order2 = np.argsort(first_users, kind="stable"), np.argsort(second_users, kind="stable")
+    assert not np.array_equal(first[order1], second[order2])
+    # the same seed reproduces the same negatives
+    again = MatchingDataModule(
+        mode="listwise", interactions=small_log, batch_size=16, num_negatives=5
+    )
+    again.setup("fit")
+    import torch
+
+    torch.manual_seed(0)
+    a = epoch_negatives(again)
+    torch.manual_seed(0)
+    dm2 = MatchingDataModule(
+        mode="listwise", interactions=small_log, batch_size=16, num_negatives=5
+    )
+    dm2.setup("fit")
+    b = epoch_negatives(dm2)
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_validation_tuples_are_fixed_and_avoid_known_items(small_log):
+    dm = MatchingDataModule(mode="listwise", interactions=small_log, num_negatives=5)
+    dm.setup("fit")
+    first, second = next(iter(dm.val_dataloader())), next(iter(dm.val_dataloader()))
+    assert (first["neg_items"] == second["neg_items"]).all()
+    known = dm.train_items.union(dm.val_items).union(dm.test_items)
+    assert not known.contains(first["users"].numpy()[:, None], first["neg_items"].numpy()).any()
+
+
+def test_eval_sets_exclude_seen_items(small_log):
+    dm = MatchingDataModule(interactions=small_log)
+    val, test = dm.eval_set("val"), dm.eval_set("test")
+    assert len(val.users) == len(test.users) == 40
+    for i, user in enumerate(val.users):
+        assert set(val.exclude.row(i)) == set(dm.train_items.row(user))
+        assert set(test.exclude.row(i)) == set(dm.train_items.row(user)) | set(
+            dm.val_items.row(user)
+        )
+        assert not set(val.targets.row(i)) & set(val.exclude.row(i))
+
+
+def test_reads_files_and_keeps_vocabulary_in_state(small_log, tmp_path):
+    path = tmp_path / "log.parquet"
+    small_log.to_parquet(path)
+    dm = MatchingDataModule(interactions=str(path))
+    assert (dm.num_users, dm.num_items) == (40, 30)
+    state = dm.state_dict()
+    assert state["user_ids"][:2] == ["u0", "u1"]
+    other = MatchingDataModule(interactions=small_log.iloc[:-8])
+    with pytest.raises(ValueError, match="user_ids differ"):
+        other.load_state_dict(state)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda f: f.drop(columns="item_id"), r"no column\(s\) \['item_id'\]"),
+        (lambda f: f.iloc[:0], "interaction table is empty"),
+        (
+            lambda f: f.assign(user_id=f.user_id.where(f.index != 5)),
+            "'user_id' has 1 missing id.*row 5",
+        ),
+        (
+            lambda f: f.assign(item_id=np.where(f.index == 7, np.nan, f.item_id)),
+            "'item_id' has 1 missing id.*row 7",
+        ),
+        (
+            lambda f: f.assign(timestamp=f.timestamp.where(f.index != 3)),
+            "'timestamp' has 1 missing timestamp.*row 3",
+        ),
+        (lambda f: f.assign(timestamp="yesterday"), "'timestamp' must hold numbers or datetimes"),
+    ],
+)
+def test_bad_input_names_the_problem(small_log, change, message):
+    dm = MatchingDataModule(interactions=change(small_log))
+    with pytest.raises(ValueError, match=message):
+        dm.setup("fit")
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown mode 'triplet'"):
+        MatchingDataModule(mode="triplet")
+    with pytest.raises(ValueError, match="num_negatives has to be a positive integer"):
+        MatchingDataModule(num_negatives=0)
+    with pytest.raises(FileNotFoundError, match=r"nope.csv"):
+        MatchingDataModule(interactions="nope.csv").setup("fit")

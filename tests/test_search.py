@@ -1,0 +1,66 @@
+import numpy as np
+import pytest
+import torch
+
+from lit_matching.data.item_sets import EvalSet, ItemSets
+from lit_matching.retrieval.evaluation import evaluate_retrieval, most_popular_metrics
+from lit_matching.retrieval.search import build_index, search_top_k
+from lit_matching.similarity import get_similarity
+
+
+def brute_force_top_k(scores: np.ndarray, exclude: list[set[int]], k: int) -> np.ndarray:
+    out = np.full((len(scores), k), -1)
+    for u, row in enumerate(scores):
+        ranked = [i for i in np.argsort(-row, kind="stable") if i not in exclude[u]]
+        out[u, : min(k, len(ranked))] = ranked[:k]
+    return out
+
+
+@pytest.mark.parametrize("name", ["cosine", "dot", "euclidean"])
+def test_search_equals_brute_force_with_exclusion(name):
+    rng = np.random.default_rng(0)
+    sim = get_similarity(name)
+    users = torch.from_numpy(rng.normal(size=(23, 8)))
+    items = torch.from_numpy(rng.normal(size=(40, 8)))
+    # one user has seen nearly everything: only 3 items remain for k = 5
+    exclude = [set(rng.choice(40, size=rng.integers(0, 15), replace=False)) for _ in range(23)]
+    exclude[4] = set(range(37))
+    rows = np.concatenate([[u] * len(e) for u, e in enumerate(exclude)]).astype(int)
+    cols = np.concatenate([sorted(e) for e in exclude]).astype(int)
+    seen = ItemSets.from_pairs(rows, cols, 23, 40)
+    index = build_index(sim.prepare(items).float().numpy(), sim.faiss_metric)
+    found, scores = search_top_k(index, sim.prepare(users).float().numpy(), 5, seen, batch_size=7)
+    expected = brute_force_top_k(sim.matrix(users, items).numpy(), exclude, 5)
+    np.testing.assert_array_equal(found, expected)
+    assert found[4].tolist()[3:] == [-1, -1] and np.isinf(scores[4, 3:]).all()
+    assert not seen.contains(np.arange(23)[:, None], found).any()
+
+
+def test_most_popular_recommends_popular_unseen_items():
+    users = np.array([0, 1])
+    eval_set = EvalSet(
+        users,
+        targets=ItemSets.from_pairs(users, np.array([1, 3]), 2, 4),
+        exclude=ItemSets.from_pairs(np.array([0]), np.array([0]), 2, 4),
+    )
+    counts = np.array([10, 5, 1, 0])
+    # user 0: item 0 excluded, top-1 is item 1 (hit); user 1: top-1 item 0 (miss)
+    metrics = most_popular_metrics(counts, eval_set, ks=[1, 4])
+    assert metrics["hit_rate@1"] == 0.5
+    assert metrics["hit_rate@4"] == 1.0
+
+
+def test_evaluate_without_exclusion_can_return_seen_items():
+    users = np.array([0])
+    eval_set = EvalSet(
+        users,
+        targets=ItemSets.from_pairs(users, [0], 1, 2),
+        exclude=ItemSets.from_pairs(users, [0], 1, 2),
+    )
+    vectors = np.array([[1.0], [0.5]], dtype=np.float32)
+    query = np.array([[1.0]], dtype=np.float32)
+    assert evaluate_retrieval(query, vectors, "ip", eval_set, [1])["hit_rate@1"] == 0.0
+    assert (
+        evaluate_retrieval(query, vectors, "ip", eval_set, [1], exclude_seen=False)["hit_rate@1"]
+        == 1.0
+    )
