@@ -72,8 +72,8 @@ def format_metrics_table(columns: dict[str, dict[str, float]]) -> str:
 
     Example:
         >>> print(format_metrics_table({"val": {"recall@10": 0.5}, "test": {"recall@10": 0.25}}))
-        metric        val    test
-        recall@10  0.5000  0.2500
+        metric          val      test
+        recall@10    0.5000    0.2500
     """
     names = list(dict.fromkeys(name for metrics in columns.values() for name in metrics))
     width = max(len("metric"), *(len(n) for n in names))

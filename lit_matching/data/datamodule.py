@@ -143,7 +143,7 @@ def read_interactions(path: str | Path) -> pd.DataFrame:
     Example:
         >>> import tempfile, os
         >>> path = os.path.join(tempfile.mkdtemp(), "log.tsv")
-        >>> pd.DataFrame({"user_id": [1], "item_id": [2]}).to_csv(path, sep="\\t", index=False)
+        >>> pd.DataFrame({"user_id": [1], "item_id": [2]}).to_csv(path, sep="\t", index=False)
         >>> read_interactions(path).to_dict("list")
         {'user_id': [1], 'item_id': [2]}
     """
