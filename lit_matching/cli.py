@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
@@ -159,9 +160,11 @@ def run_cli(args: Sequence[str] | None = None) -> MatchingCLI:
 
 def main() -> None:
     """Entry point of the ``lit-matching`` console script."""
-    # Lightning calls jsonargparse APIs that it deprecates; those warnings are not the user's.
+    # Deprecations inside Lightning's own calls (jsonargparse, torch pytree) are not the user's.
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
-    run_cli()
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    args, sys.argv[1:] = sys.argv[1:], []  # LightningCLI warns when given args and sys.argv
+    run_cli(args)
 
 
 if __name__ == "__main__":  # pragma: no cover

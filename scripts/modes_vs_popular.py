@@ -1,6 +1,7 @@
 """Train each packaged config (one per mode) and compare it with the most-popular baseline.
 
 Usage: python scripts/modes_vs_popular.py [--epochs N] [--configs listwise pairwise pointwise]
+                                         [-- LIGHTNING-CLI OVERRIDES...]
 
 Each mode runs exactly as ``lit-matching fit --config MODE`` would (embedded MovieLens
 ml-latest-small, chronological leave-last-out, full-catalogue ranking with seen items
@@ -28,6 +29,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=packaged_configs())
     parser.add_argument("--epochs", type=int, default=None, help="override max_epochs")
+    parser.add_argument("overrides", nargs="*", help="passed to lit-matching fit (after --)")
     args = parser.parse_args()
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
     rows: dict[str, dict[str, float]] = {}
@@ -36,6 +38,7 @@ def main() -> None:
     workdir = tempfile.mkdtemp(prefix="modes_vs_popular_")
     for name in args.configs:
         extra = [] if args.epochs is None else [f"--trainer.max_epochs={args.epochs}"]
+        extra += args.overrides
         started = time.perf_counter()
         cli = run_cli(
             [

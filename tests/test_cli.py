@@ -76,3 +76,20 @@ def test_print_config_shows_linked_towers(capsys):
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["class_path"] == "lit_matching.ListwiseMatching"
     assert printed["data"]["mode"] == "listwise"
+
+
+def test_fit_under_two_process_ddp(tmp_path):
+    exe = shutil.which("lit-matching", path=os.path.dirname(sys.executable))
+    args = [
+        exe,
+        "fit",
+        *SMALL,
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=2",
+        "--trainer.strategy=ddp",
+    ]
+    result = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # only rank 0 prints the table; every rank computed the same metrics
+    assert result.stdout.count("ListwiseMatching (cosine)") == 1
+    assert "hit_rate@50" in result.stdout
