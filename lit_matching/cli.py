@@ -23,7 +23,14 @@ from lit_matching.data.datamodule import MatchingDataModule
 from lit_matching.modules import MatchingModule
 from lit_matching.retrieval.evaluation import RetrievalEvaluator, most_popular_metrics
 
-__all__ = ["MatchingCLI", "main", "packaged_config", "packaged_configs", "run_cli"]
+__all__ = [
+    "MatchingCLI",
+    "format_metrics_table",
+    "main",
+    "packaged_config",
+    "packaged_configs",
+    "run_cli",
+]
 
 _SUBCOMMANDS = ("fit", "validate", "test", "predict")
 DEFAULT_CONFIG = "listwise"
@@ -147,7 +154,12 @@ class MatchingCLI(LightningCLI):
 
 def run_cli(args: Sequence[str] | None = None) -> MatchingCLI:
     """Parse ``args`` (default ``sys.argv[1:]``), run the subcommand and return the CLI."""
-    argv = _resolve_configs(list(sys.argv[1:] if args is None else args))
+    if args is None:
+        # Resolve in place: DDP launches its worker processes with this very sys.argv.
+        sys.argv[1:] = _resolve_configs(sys.argv[1:])
+        argv = None
+    else:
+        argv = _resolve_configs(list(args))
     return MatchingCLI(
         MatchingModule,
         MatchingDataModule,
@@ -163,8 +175,7 @@ def main() -> None:
     # Deprecations inside Lightning's own calls (jsonargparse, torch pytree) are not the user's.
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-    args, sys.argv[1:] = sys.argv[1:], []  # LightningCLI warns when given args and sys.argv
-    run_cli(args)
+    run_cli()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -41,6 +41,9 @@ def test_config_names_resolve_to_packaged_files(tmp_path):
         "--config=" + packaged_config("pointwise")
     )
     assert _resolve_configs(["fit", "-c", str(own)]) == ["fit", "-c", str(own)]
+    # idempotent: DDP workers resolve the already-resolved command line again
+    once = _resolve_configs(["fit", "--trainer.max_epochs=2"])
+    assert _resolve_configs(once) == once
 
 
 @pytest.mark.parametrize("name", ["pointwise", "pairwise", "listwise"])
