@@ -1,7 +1,8 @@
 """lit_matching: PyTorch Lightning modules for two-tower retrieval recommenders."""
 
-from lit_matching.data.datamodule import MatchingDataModule, read_interactions
+from lit_matching.data.datamodule import MatchingDataModule
 from lit_matching.data.movielens import load_movielens_small, load_movielens_small_movies
+from lit_matching.data.readers import read_interactions
 from lit_matching.losses import bce_loss, bpr_loss, softmax_loss
 from lit_matching.modules import (
     ListwiseMatching,

@@ -8,7 +8,7 @@ from lit_matching import MatchingDataModule
 from lit_matching.data.interactions import IdVocabulary, index_interactions
 from lit_matching.data.item_sets import ItemSets
 from lit_matching.data.sampling import UniformNegativeSampler
-from lit_matching.data.split import leave_last_out
+from lit_matching.data.splits import leave_last_out
 
 
 def random_sets(rng, num_rows=15, num_items=20):
@@ -42,14 +42,6 @@ def test_vocabulary_round_trip_any_id_type():
     assert vocab.to_raw(vocab.to_index(raw)).tolist() == raw.tolist()
     with pytest.raises(KeyError, match="'zz'"):
         vocab.to_index(["a", "zz"])
-
-
-def test_repeated_pairs_keep_latest(caplog):
-    log = pd.DataFrame({"user_id": [1, 1, 1], "item_id": [5, 6, 5], "timestamp": [1, 2, 3]})
-    with caplog.at_level(logging.INFO):
-        data = index_interactions(log)
-    assert data.frame[["item", "time"]].values.tolist() == [[1, 2], [0, 3]]
-    assert "1 repeated (user, item) interactions merged" in caplog.text
 
 
 def test_leave_last_out(small_log, caplog):
@@ -96,15 +88,19 @@ def test_sampler_never_returns_a_positive():
     positives = ItemSets.from_pairs(rows, items, num_users, num_items)
     sampler = UniformNegativeSampler(positives, max_rounds=2)
     users = rng.integers(0, num_users, size=2000)
-    negatives = sampler.sample(users, 6, rng)
+    negatives, log_q = sampler.sample(users, 6, rng)
     assert not positives.contains(users[:, None], negatives).any()
+    free = num_items - positives.counts()[users]
+    np.testing.assert_allclose(
+        log_q, np.broadcast_to(-np.log(free)[:, None], log_q.shape), atol=1e-12
+    )
     assert (negatives[users == 0] == 7).all()
     assert len(np.unique(negatives[users == 1])) == num_items - len(positives.row(1))
 
 
 def test_sampler_rejects_user_who_saw_everything():
     positives = ItemSets.from_pairs(np.zeros(3, dtype=int), np.arange(3), 2, 3)
-    with pytest.raises(ValueError, match=r"1 user\(s\) interacted with all 3 items.*user index 0"):
+    with pytest.raises(ValueError, match=r"1 user\(s\) interacted with every item.*user index 0"):
         UniformNegativeSampler(positives)
 
 
@@ -112,8 +108,12 @@ def test_sampler_rejects_user_who_saw_everything():
     ("mode", "keys", "shapes"),
     [
         ("pointwise", ["items", "labels", "users"], [(40,), (40,), (40,)]),
-        ("pairwise", ["neg_items", "pos_items", "users"], [(8, 4), (8,), (8,)]),
-        (2, ["neg_items", "pos_items", "users"], [(8, 4), (8,), (8,)]),
+        (
+            "pairwise",
+            ["neg_items", "neg_log_q", "pos_items", "users"],
+            [(8, 4), (8, 4), (8,), (8,)],
+        ),
+        (2, ["neg_items", "neg_log_q", "pos_items", "users"], [(8, 4), (8, 4), (8,), (8,)]),
     ],
 )
 def test_batches_of_each_mode(small_log, mode, keys, shapes):
@@ -229,3 +229,42 @@ def test_bad_arguments():
         MatchingDataModule(num_negatives=0)
     with pytest.raises(FileNotFoundError, match=r"nope.csv"):
         MatchingDataModule(interactions="nope.csv").setup("fit")
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.75, 1.0])
+def test_popularity_sampler_frequencies_follow_count_power_alpha(alpha):
+    from lit_matching.data.sampling import PopularityNegativeSampler
+
+    counts = np.array([50, 20, 10, 5, 1, 0, 30, 2])
+    positives = ItemSets.from_pairs(np.array([1, 1]), np.array([0, 6]), 2, len(counts))
+    sampler = PopularityNegativeSampler(counts, positives, alpha=alpha)
+    rng = np.random.default_rng(0)
+    weights = np.where(counts > 0, counts.astype(float) ** alpha, 0.0)
+    for user, excluded in ((0, []), (1, [0, 6])):
+        draws, log_q = sampler.sample(np.full(40_000, user), 1, rng)
+        expected = weights.copy()
+        expected[excluded] = 0.0
+        expected /= expected.sum()
+        observed = np.bincount(draws.ravel(), minlength=len(counts))
+        assert observed[expected == 0].sum() == 0  # zero-count and excluded items never drawn
+        # chi-square statistic over the drawable items; 99.9% quantile for <= 6 dof is 22.5
+        mask = expected > 0
+        expect_n = expected[mask] * draws.size
+        chi2 = (((observed[mask] - expect_n) ** 2) / expect_n).sum()
+        assert chi2 < 22.5
+        np.testing.assert_allclose(np.exp(log_q.ravel()), expected[draws.ravel()], rtol=1e-9)
+
+
+def test_popularity_batches_carry_log_q(small_log):
+    dm = MatchingDataModule(
+        interactions=small_log, negative_sampler="popularity", popularity_alpha=1.0, batch_size=16
+    )
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    users, negatives = batch["users"].numpy(), batch["neg_items"].numpy()
+    p = dm.item_counts / dm.item_counts.sum()
+    free = 1 - np.array([p[dm.train_items.row(u)].sum() for u in users])
+    expected = np.log(p[negatives]) - np.log(free)[:, None]
+    np.testing.assert_allclose(batch["neg_log_q"].numpy(), expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown negative_sampler 'hard'"):
+        MatchingDataModule(negative_sampler="hard")

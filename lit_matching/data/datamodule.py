@@ -2,194 +2,113 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import torch
 from pytorch_lightning import LightningDataModule
 from pytorch_lightning.utilities import rank_zero_info
-from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset
 
-from lit_matching.data.interactions import IdVocabulary, index_interactions
+from lit_matching.data.cleaning import drop_duplicates, k_core, keep_min_rating
+from lit_matching.data.interactions import (
+    IdVocabulary,
+    IndexedInteractions,
+    index_interactions,
+    validate_interactions,
+)
 from lit_matching.data.item_sets import EvalSet, ItemSets
 from lit_matching.data.movielens import load_movielens_small
-from lit_matching.data.sampling import UniformNegativeSampler
-from lit_matching.data.split import leave_last_out
+from lit_matching.data.readers import read_interactions, read_split_files
+from lit_matching.data.sampling import (
+    NegativeSampler,
+    PopularityNegativeSampler,
+    UniformNegativeSampler,
+)
+from lit_matching.data.splits import SPLITS, Split, presplit
+from lit_matching.data.tuples import (
+    MODES,
+    Batch,
+    HistoryLookup,
+    InteractionTuples,
+    UserBatches,
+    keep_batch,
+)
 
-__all__ = ["MODES", "MatchingDataModule", "read_interactions"]
+__all__ = ["MatchingDataModule"]
 
-Batch = dict[str, Tensor]
-BatchBuilder = Callable[[np.ndarray, np.ndarray, np.ndarray], Batch]
-
-
-def labelled_batch(users: np.ndarray, positives: np.ndarray, negatives: np.ndarray) -> Batch:
-    """Point-wise rows ``(user, item, label)``: each positive then its negatives, flattened."""
-    num_negatives = negatives.shape[1]
-    items = np.concatenate([positives[:, None], negatives], axis=1)
-    labels = np.zeros_like(items, dtype=np.float32)
-    labels[:, 0] = 1.0
-    return {
-        "users": torch.from_numpy(np.repeat(users, 1 + num_negatives)),
-        "items": torch.from_numpy(items.reshape(-1)),
-        "labels": torch.from_numpy(labels.reshape(-1)),
-    }
-
-
-def ranked_batch(users: np.ndarray, positives: np.ndarray, negatives: np.ndarray) -> Batch:
-    """Pair- and list-wise rows ``(user, pos_item, neg_items[N])``."""
-    return {
-        "users": torch.from_numpy(users),
-        "pos_items": torch.from_numpy(positives),
-        "neg_items": torch.from_numpy(np.ascontiguousarray(negatives)),
-    }
-
-
-#: Training modes: name -> (batch builder, default number of negatives per positive).
-MODES: dict[str, tuple[BatchBuilder, int]] = {
-    "pointwise": (labelled_batch, 4),
-    "pairwise": (ranked_batch, 1),
-    "listwise": (ranked_batch, 8),
-}
 _MODE_NUMBERS = {0: "pointwise", 1: "pairwise", 2: "listwise"}
-
-
-def _keep_batch(batch: Batch) -> Batch:
-    # Datasets below return whole batches from __getitems__, so collation is the identity.
-    return batch
-
-
-class InteractionTuples(Dataset[Batch]):
-    """Positive ``(user, item)`` pairs, with negatives drawn per batch.
-
-    With ``resample=True`` every batch gets fresh negatives (so every epoch differs); with
-    ``resample=False`` the negatives are drawn once from ``seed`` (for stable validation).
-    Whole batches are built at once in :meth:`__getitems__`, which the ``DataLoader`` calls with
-    the batch's indices.
-    """
-
-    def __init__(
-        self,
-        users: np.ndarray,
-        items: np.ndarray,
-        sampler: UniformNegativeSampler,
-        num_negatives: int,
-        build: BatchBuilder,
-        seed: int,
-        resample: bool = True,
-    ):
-        self.users = np.asarray(users, dtype=np.int64)
-        self.items = np.asarray(items, dtype=np.int64)
-        self.sampler = sampler
-        self.num_negatives = num_negatives
-        self.build = build
-        self.seed = seed
-        self._generator: np.random.Generator | None = None
-        self._worker_seed: int | None = None
-        self.fixed_negatives = (
-            None
-            if resample
-            else sampler.sample(self.users, num_negatives, np.random.default_rng(seed))
-        )
-
-    def __len__(self) -> int:
-        return len(self.users)
-
-    def _rng(self) -> np.random.Generator:
-        # Each DataLoader worker gets its own stream; torch gives workers a new seed each epoch.
-        info = get_worker_info()
-        worker_seed = None if info is None else info.seed
-        if self._generator is None or worker_seed != self._worker_seed:
-            self._generator = np.random.default_rng([self.seed, worker_seed or 0])
-            self._worker_seed = worker_seed
-        return self._generator
-
-    def __getitems__(self, indices: Sequence[int]) -> Batch:
-        """The batch of the given positions, negatives included."""
-        index = np.asarray(indices, dtype=np.int64)
-        users = self.users[index]
-        if self.fixed_negatives is None:
-            negatives = self.sampler.sample(users, self.num_negatives, self._rng())
-        else:
-            negatives = self.fixed_negatives[index]
-        return self.build(users, self.items[index], negatives)
-
-    def __getitem__(self, index: int) -> Batch:
-        return self.__getitems__([index])
-
-
-class _UserBatches(Dataset[Batch]):
-    """All user indices, served as ``{"users": ...}`` batches for prediction."""
-
-    def __init__(self, num_users: int):
-        self.num_users = num_users
-
-    def __len__(self) -> int:
-        return self.num_users
-
-    def __getitems__(self, indices: Sequence[int]) -> Batch:
-        return {"users": torch.as_tensor(np.asarray(indices, dtype=np.int64))}
-
-    def __getitem__(self, index: int) -> Batch:
-        return self.__getitems__([index])
-
-
-def read_interactions(path: str | Path) -> pd.DataFrame:
-    r"""Read an interaction table from a ``.csv``, ``.tsv`` or ``.parquet`` file.
-
-    Example:
-        >>> import tempfile, os
-        >>> path = os.path.join(tempfile.mkdtemp(), "log.tsv")
-        >>> pd.DataFrame({"user_id": [1], "item_id": [2]}).to_csv(path, sep="\t", index=False)
-        >>> read_interactions(path).to_dict("list")
-        {'user_id': [1], 'item_id': [2]}
-    """
-    path = Path(path)
-    suffixes = "".join(path.suffixes[-2:]).lower()
-    if not path.exists():
-        raise FileNotFoundError(f"interaction file {str(path)!r} does not exist")
-    if ".parquet" in suffixes:
-        return pd.read_parquet(path)
-    if ".tsv" in suffixes:
-        return pd.read_csv(path, sep="\t")
-    if ".csv" in suffixes:
-        return pd.read_csv(path)
-    raise ValueError(
-        f"cannot read {str(path)!r}: supported files are .csv, .tsv and .parquet "
-        "(optionally compressed, e.g. .csv.gz)"
-    )
+_SAMPLERS = ("uniform", "popularity")
+_PART_NAMES = {"train": "train", "valid": "val", "val": "val", "test": "test"}
+Interactions = pd.DataFrame | str | Mapping[str, pd.DataFrame | str] | None
 
 
 class MatchingDataModule(LightningDataModule):
-    """Interaction log -> contiguous ids -> leave-last-out split -> tuples of one mode.
+    """Interaction log -> cleaning -> contiguous ids -> split -> training tuples of one mode.
 
-    Raw user and item ids of any type map to indices ``0..n-1`` (sorted raw-id order). Each
-    user's last interaction (by time, ties by row order) is the test target and the one before
-    it the validation target; users with fewer than 3 interactions stay in training only. The
-    training tuples depend on ``mode``:
+    **Input** (``interactions``): a DataFrame; a file (``.csv``, ``.tsv``, ``.parquet``,
+    MovieLens ``ratings.dat`` / ``u.data``, RecBole ``.inter``, per-user lines ``.txt``; see
+    :func:`~lit_matching.data.readers.read_interactions`); a folder with pre-split
+    ``train.txt`` / ``valid.txt`` / ``test.txt``; a mapping ``{"train": ..., "valid": ...,
+    "test": ...}`` of frames or files; or ``None`` for the embedded MovieLens
+    ``ml-latest-small`` ratings. Files read by the readers have the columns ``user_id``,
+    ``item_id`` and, where the format has them, ``rating`` and ``timestamp``.
 
-    * ``"pointwise"`` (0): batches of ``(users, items, labels)``; every positive is followed by
+    **Cleaning**, each step logged with what it dropped: ratings below ``min_rating`` (implicit
+    feedback), repeated ``(user, item)`` pairs (keeping the ``duplicates`` one in time), and a
+    k-core filter (``min_user_interactions`` / ``min_item_interactions``).
+
+    **Ids**: raw ids of any type map to ``0..n-1`` (sorted raw-id order); the vocabularies are
+    saved in checkpoints (:meth:`state_dict`).
+
+    **Split** (``split``, with ``split_options``): ``"leave_last_out"`` (default: each user's
+    last interaction by time, ties in row order, is test, the one before validation),
+    ``"random_leave_one_out"``, ``"ratio"`` (per user, e.g. ``ratios=(0.8, 0.1, 0.1)``,
+    ``order="time"`` or ``"random"``) or ``"time_cut"`` (``val_start``, ``test_start``); see
+    :mod:`lit_matching.data.splits`. Pre-split input keeps its parts (a ``(user, item)`` pair
+    in two parts is an error). Users too short for a split stay in training only (logged).
+
+    **Tuples** per ``mode``:
+
+    * ``"pointwise"`` (0): ``(users, items, labels)``; every positive is followed by
       ``num_negatives`` negatives labelled 0, so a batch has ``batch_size * (1 + N)`` rows;
     * ``"pairwise"`` (1) and ``"listwise"`` (2): ``(users, pos_items, neg_items)`` with
-      ``neg_items`` of shape ``(batch_size, N)``.
+      ``neg_items`` of shape ``(batch_size, N)`` and ``neg_log_q``, their sampling
+      log-probabilities (for log-Q correction).
 
-    Negatives are uniform over the catalogue, never one of the user's training positives,
-    and drawn afresh for every training batch (so every epoch and every DDP rank differ).
-    Validation and test tuples (for ``val/loss``) use negatives drawn once from ``seed`` that
-    avoid all of the user's known items. Retrieval metrics read :meth:`eval_set`.
+    Negatives (``"uniform"``, or ``"popularity"`` proportional to ``count ** alpha``) are
+    never one of the user's training positives and are drawn afresh for every training batch
+    from a stream seeded by ``(seed, DDP rank)``: every epoch and every rank differ, the same
+    seed repeats. Nothing of size ``N x interactions`` is built up front. Validation and test
+    tuples (for ``val/loss``) use uniform negatives drawn once from ``seed`` that avoid all of
+    the user's known items. Retrieval metrics read :meth:`eval_set`.
+
+    With ``history_length = L > 0`` every batch also carries ``history`` ``(B, L)``: the last
+    ``L`` training items of the user strictly before the row's interaction (for test rows,
+    training and validation items), left-padded with ``num_items``, and ``history_length``.
 
     Args:
         mode: ``"pointwise"``, ``"pairwise"`` or ``"listwise"`` (or 0, 1, 2).
-        interactions: A DataFrame, a path to a ``.csv`` / ``.tsv`` / ``.parquet`` file, or
-            ``None`` for the embedded MovieLens ``ml-latest-small`` ratings.
+        interactions: See above.
+        file_format: Format of files (``"auto"`` infers it from the name).
         user_col: Column of raw user ids.
         item_col: Column of raw item ids.
         time_col: Column that orders each user's interactions; ``None`` uses row order.
+        rating_col: Column of ratings (used by ``min_rating``).
+        min_rating: Keep only interactions rated at least this (``None``: keep all).
+        duplicates: Which of repeated ``(user, item)`` interactions to keep, ``"last"`` or
+            ``"first"``.
+        min_user_interactions: k-core: drop users with fewer interactions (0: off).
+        min_item_interactions: k-core: drop items with fewer interactions (0: off).
+        split: Name of the split strategy (ignored for pre-split input).
+        split_options: Keyword arguments of the split strategy.
         num_negatives: Negatives per positive; defaults to 4 (point-wise), 1 (pair-wise) or
             8 (list-wise).
+        negative_sampler: ``"uniform"`` or ``"popularity"``.
+        popularity_alpha: Exponent of the popularity sampler.
+        history_length: Length of the per-row history (0: no history).
         batch_size: Positives per training batch.
         eval_batch_size: Rows per validation / test / predict batch.
         num_workers: ``DataLoader`` worker processes (batches are built vectorised, so 0 is
@@ -203,17 +122,28 @@ class MatchingDataModule(LightningDataModule):
         >>> dm.setup("fit")
         >>> batch = next(iter(dm.train_dataloader()))
         >>> {key: tuple(value.shape) for key, value in batch.items()}
-        {'users': (2,), 'pos_items': (2,), 'neg_items': (2, 3)}
+        {'users': (2,), 'pos_items': (2,), 'neg_items': (2, 3), 'neg_log_q': (2, 3)}
     """
 
     def __init__(
         self,
         mode: str | int = "listwise",
-        interactions: pd.DataFrame | str | None = None,
+        interactions: Interactions = None,
+        file_format: str = "auto",
         user_col: str = "user_id",
         item_col: str = "item_id",
         time_col: str | None = "timestamp",
+        rating_col: str = "rating",
+        min_rating: float | None = None,
+        duplicates: Literal["last", "first"] = "last",
+        min_user_interactions: int = 0,
+        min_item_interactions: int = 0,
+        split: str = "leave_last_out",
+        split_options: dict[str, Any] | None = None,
         num_negatives: int | None = None,
+        negative_sampler: str = "uniform",
+        popularity_alpha: float = 0.75,
+        history_length: int = 0,
         batch_size: int = 1024,
         eval_batch_size: int = 4096,
         num_workers: int = 0,
@@ -232,30 +162,114 @@ class MatchingDataModule(LightningDataModule):
         ):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} has to be a positive integer, got {value!r}")
+        for name, value in (
+            ("history_length", history_length),
+            ("min_user_interactions", min_user_interactions),
+            ("min_item_interactions", min_item_interactions),
+        ):
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} has to be a non-negative integer, got {value!r}")
+        if negative_sampler not in _SAMPLERS:
+            raise ValueError(
+                f"unknown negative_sampler {negative_sampler!r}; expected one of {list(_SAMPLERS)}"
+            )
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
+        if duplicates not in ("last", "first"):
+            raise ValueError(f"duplicates must be 'last' or 'first', got {duplicates!r}")
         self.interactions = interactions
+        self.file_format = file_format
         self.user_col, self.item_col, self.time_col = user_col, item_col, time_col
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
-        self.num_workers = num_workers
-        self.seed = seed
+        self.rating_col, self.min_rating, self.duplicates = rating_col, min_rating, duplicates
+        self.min_user_interactions = min_user_interactions
+        self.min_item_interactions = min_item_interactions
+        self.split, self.split_options = split, dict(split_options or {})
+        self.negative_sampler, self.popularity_alpha = negative_sampler, popularity_alpha
+        self.history_length = history_length
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.num_workers, self.seed = num_workers, seed
         self._prepared = False
 
     # ------------------------------------------------------------------ preparation
-    def _load_frame(self) -> pd.DataFrame:
-        if self.interactions is None:
-            return load_movielens_small()
-        if isinstance(self.interactions, pd.DataFrame):
-            return self.interactions
-        return read_interactions(self.interactions)
+    def _read(self, source: pd.DataFrame | str) -> pd.DataFrame:
+        if isinstance(source, pd.DataFrame):
+            return source
+        return read_interactions(source, format=self.file_format)
+
+    def _clean(self, frame: pd.DataFrame) -> pd.DataFrame:
+        validate_interactions(frame, self.user_col, self.item_col, self.time_col)
+        if self.min_rating is not None:
+            frame = keep_min_rating(
+                frame, self.min_rating, self.rating_col, self.user_col, self.item_col
+            )
+        return drop_duplicates(
+            frame, self.user_col, self.item_col, self.time_col, keep=self.duplicates
+        )
+
+    def _k_core(self, frame: pd.DataFrame) -> pd.DataFrame:
+        if not (self.min_user_interactions or self.min_item_interactions):
+            return frame
+        return k_core(
+            frame,
+            self.min_user_interactions,
+            self.min_item_interactions,
+            self.user_col,
+            self.item_col,
+        )
+
+    def _presplit_parts(self) -> dict[str, pd.DataFrame] | None:
+        """The parts of pre-split input (a folder or a mapping), else ``None``."""
+        source = self.interactions
+        if isinstance(source, (str, Path)) and Path(source).is_dir():
+            return read_split_files(source, format=self.file_format)
+        if isinstance(source, Mapping):
+            unknown = sorted(set(source) - set(_PART_NAMES))
+            if unknown or "train" not in source or "test" not in source:
+                raise ValueError(
+                    f"pre-split interactions need keys 'train' and 'test' (and optionally "
+                    f"'valid'), got {sorted(source)}"
+                )
+            return {name: self._read(part) for name, part in source.items()}
+        return None
+
+    def _index_and_split(self) -> tuple[IndexedInteractions, Split, str]:
+        """The indexed log, its split and a few words on how it was split."""
+        parts = self._presplit_parts()
+        if parts is None:
+            source = self.interactions
+            assert not isinstance(source, Mapping)  # mappings are pre-split
+            frame = load_movielens_small() if source is None else self._read(source)
+            frame = self._k_core(self._clean(frame))
+            data = index_interactions(frame, self.user_col, self.item_col, self.time_col)
+            frame = data.frame.assign(order=np.arange(len(data.frame)))
+            options = self.split_options
+            split = SPLITS[self.split](frame, **options)
+            return data, split, f"{self.split} split" + (f" {options}" if options else "")
+        if self.min_user_interactions or self.min_item_interactions:
+            raise ValueError(
+                "k-core filtering would change the given split; it is only "
+                "available for input that is not pre-split"
+            )
+        # One vocabulary over all parts; the part of each row travels as a column.
+        named = {_PART_NAMES[name]: self._clean(part) for name, part in parts.items()}
+        labelled = pd.concat(
+            [part.assign(_part=name) for name, part in named.items()], ignore_index=True
+        )
+        data = index_interactions(
+            labelled, self.user_col, self.item_col, self.time_col, extra_columns=["_part"]
+        )
+        frame = data.frame.assign(order=np.arange(len(data.frame)))
+        by_part = {name: frame[frame._part == name].drop(columns="_part") for name in named}
+        split = presplit(by_part["train"], by_part.get("val"), by_part["test"])
+        return data, split, "given split"
 
     def _prepare(self) -> None:
         if self._prepared:
             return
-        data = index_interactions(self._load_frame(), self.user_col, self.item_col, self.time_col)
-        split = leave_last_out(data.frame)
+        data, split, described = self._index_and_split()
         self.user_vocab: IdVocabulary = data.users
         self.item_vocab: IdVocabulary = data.items
-        self.splits = split
+        self._splits = split
         shape = (len(data.users), len(data.items))
         self.train_items, self.val_items, self.test_items = (
             ItemSets.from_pairs(part.user.to_numpy(), part.item.to_numpy(), *shape)
@@ -269,10 +283,16 @@ class MatchingDataModule(LightningDataModule):
         rank_zero_info(
             f"lit_matching: {shape[0]} users, {shape[1]} items; "
             f"{len(split.train)} train / {len(split.val)} val / {len(split.test)} test "
-            f"interactions (leave-last-out); cold targets (item unseen in training): "
-            f"{cold[0]} val, {cold[1]} test"
+            f"interactions ({described}); cold targets "
+            f"(item unseen in training, kept): {cold[0]} val, {cold[1]} test"
         )
         self._prepared = True
+
+    @property
+    def splits(self) -> Split:
+        """The indexed train / val / test interactions (columns ``user``, ``item``, ``time``)."""
+        self._prepare()
+        return self._splits
 
     @property
     def num_users(self) -> int:
@@ -282,7 +302,7 @@ class MatchingDataModule(LightningDataModule):
 
     @property
     def num_items(self) -> int:
-        """Number of distinct items (size of the item vocabulary)."""
+        """Number of distinct items (size of the item vocabulary); also the history pad."""
         self._prepare()
         return len(self.item_vocab)
 
@@ -304,56 +324,74 @@ class MatchingDataModule(LightningDataModule):
 
     # ------------------------------------------------------------------ Lightning hooks
     def setup(self, stage: str | None = None) -> None:
-        """Load, index and split the log (once); build the samplers."""
+        """Load, clean, index and split the log (once); build the samplers."""
         self._prepare()
-        rank = self.trainer.global_rank if self.trainer is not None else 0
-        self._train_sampler = UniformNegativeSampler(self.train_items)
+        self._rank = self.trainer.global_rank if self.trainer is not None else 0
+        self._train_sampler = self._make_sampler()
         all_items = self.train_items.union(self.val_items).union(self.test_items)
         self._eval_sampler = UniformNegativeSampler(all_items)
-        # Distinct streams per rank: DDP ranks must not draw the same negatives.
-        self._train_seed = self.seed * 1_000_003 + rank
+
+    def _make_sampler(self) -> NegativeSampler:
+        if self.negative_sampler == "popularity":
+            return PopularityNegativeSampler(
+                self.item_counts, self.train_items, alpha=self.popularity_alpha
+            )
+        return UniformNegativeSampler(self.train_items)
+
+    def _history(self, part: pd.DataFrame, stage: str) -> HistoryLookup | None:
+        if not self.history_length:
+            return None
+        sources = [self.splits.train] + ([self.splits.val] if stage == "test" else [])
+        source = pd.concat(sources, ignore_index=True)
+        return HistoryLookup.build(
+            (source.user.to_numpy(), source.item.to_numpy(), source.order.to_numpy()),
+            (part.user.to_numpy(), part.order.to_numpy()),
+            self.history_length,
+            pad=self.num_items,
+        )
+
+    def _tuples(self, stage: str) -> InteractionTuples:
+        part = getattr(self.splits, stage)
+        train = stage == "train"
+        return InteractionTuples(
+            part.user.to_numpy(),
+            part.item.to_numpy(),
+            self._train_sampler if train else self._eval_sampler,
+            self.num_negatives,
+            self.build_batch,
+            # Distinct streams per DDP rank; fixed ones for validation and test.
+            seed=[self.seed, self._rank] if train else [self.seed, {"val": 1, "test": 2}[stage]],
+            resample=train,
+            history=self._history(part, stage),
+        )
 
     def _loader(self, dataset: Dataset[Batch], batch_size: int, shuffle: bool) -> DataLoader:
+        accelerator = getattr(self.trainer, "accelerator", None)
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
-            collate_fn=_keep_batch,  # type: ignore[arg-type]
+            collate_fn=keep_batch,  # type: ignore[arg-type]
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-        )
-
-    def _tuples(
-        self, part: pd.DataFrame, sampler: UniformNegativeSampler, seed: int, resample: bool
-    ) -> InteractionTuples:
-        return InteractionTuples(
-            part.user.to_numpy(),
-            part.item.to_numpy(),
-            sampler,
-            self.num_negatives,
-            self.build_batch,
-            seed=seed,
-            resample=resample,
+            pin_memory=type(accelerator).__name__ == "CUDAAccelerator",
         )
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training tuples with fresh negatives per batch."""
-        tuples = self._tuples(self.splits.train, self._train_sampler, self._train_seed, True)
-        return self._loader(tuples, self.batch_size, shuffle=True)
+        return self._loader(self._tuples("train"), self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
         """Validation tuples (fixed negatives), for ``val/loss``."""
-        tuples = self._tuples(self.splits.val, self._eval_sampler, self.seed + 1, False)
-        return self._loader(tuples, self.eval_batch_size, shuffle=False)
+        return self._loader(self._tuples("val"), self.eval_batch_size, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
         """Test tuples (fixed negatives), for ``test/loss``."""
-        tuples = self._tuples(self.splits.test, self._eval_sampler, self.seed + 2, False)
-        return self._loader(tuples, self.eval_batch_size, shuffle=False)
+        return self._loader(self._tuples("test"), self.eval_batch_size, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
         """Every user index, as ``{"users": ...}`` batches."""
-        return self._loader(_UserBatches(self.num_users), self.eval_batch_size, shuffle=False)
+        return self._loader(UserBatches(self.num_users), self.eval_batch_size, shuffle=False)
 
     def state_dict(self) -> dict[str, Any]:
         """The id vocabularies, saved with checkpoints so indices can be mapped back."""

@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pytorch_lightning.utilities import rank_zero_info
 
 __all__ = ["IdVocabulary", "IndexedInteractions", "index_interactions", "validate_interactions"]
 
@@ -116,12 +115,21 @@ def index_interactions(
     user_col: str = "user_id",
     item_col: str = "item_id",
     time_col: str | None = "timestamp",
+    extra_columns: Sequence[str] = (),
 ) -> IndexedInteractions:
     """Validate ``frame``, build id vocabularies and return the indexed, time-ordered log.
 
-    Repeated ``(user, item)`` pairs keep their latest interaction (logged with the count), so
-    an item is never both a training item and a held-out target of the same user. Without a
-    ``time_col`` the row order is the time order.
+    Without a ``time_col`` the row order is the time order. Repeated ``(user, item)`` pairs
+    are kept as they are: remove them first with :func:`~lit_matching.data.cleaning.drop_duplicates`
+    (as :class:`MatchingDataModule` does) when an item must not be both a training item and a
+    held-out target of the same user.
+
+    Args:
+        frame: Interactions with raw ids.
+        user_col: Column of raw user ids.
+        item_col: Column of raw item ids.
+        time_col: Column ordering each user's interactions, or ``None`` for row order.
+        extra_columns: Columns of ``frame`` carried over unchanged.
 
     Example:
         >>> log = pd.DataFrame({"user_id": ["u2", "u1", "u1"], "item_id": [7, 7, 9],
@@ -139,15 +147,9 @@ def index_interactions(
             "user": users.to_index(frame[user_col]),
             "item": items.to_index(frame[item_col]),
             "time": time,
+            **{col: frame[col].to_numpy() for col in extra_columns},
         }
     )
     # Stable sort: interactions with equal timestamps keep their input order.
     indexed = indexed.sort_values(["user", "time"], kind="stable", ignore_index=True)
-    duplicated = indexed.duplicated(["user", "item"], keep="last")
-    if duplicated.any():
-        rank_zero_info(
-            f"lit_matching: {int(duplicated.sum())} repeated (user, item) interactions merged "
-            "into their latest occurrence"
-        )
-        indexed = indexed[~duplicated.to_numpy()].reset_index(drop=True)
     return IndexedInteractions(frame=indexed, users=users, items=items)

@@ -1,0 +1,232 @@
+"""Training tuples of each mode, built a whole batch at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, get_worker_info
+
+from lit_matching.data.sampling import NegativeSampler
+
+__all__ = [
+    "MODES",
+    "HistoryLookup",
+    "InteractionTuples",
+    "UserBatches",
+    "keep_batch",
+    "labelled_batch",
+    "ranked_batch",
+]
+
+Batch = dict[str, Tensor]
+#: ``(users, pos_items, neg_items, neg_log_q, per_row_extras) -> batch``
+BatchBuilder = Callable[
+    [np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]], Batch
+]
+
+
+def labelled_batch(
+    users: np.ndarray,
+    positives: np.ndarray,
+    negatives: np.ndarray,
+    neg_log_q: np.ndarray,
+    extras: dict[str, np.ndarray],
+) -> Batch:
+    """Point-wise rows ``(user, item, label)``: each positive then its negatives, flattened.
+
+    Per-row ``extras`` (e.g. the user's history) are repeated for every row of a positive.
+    """
+    repeats = 1 + negatives.shape[1]
+    items = np.concatenate([positives[:, None], negatives], axis=1)
+    labels = np.zeros_like(items, dtype=np.float32)
+    labels[:, 0] = 1.0
+    batch = {
+        "users": torch.from_numpy(np.repeat(users, repeats)),
+        "items": torch.from_numpy(items.reshape(-1)),
+        "labels": torch.from_numpy(labels.reshape(-1)),
+    }
+    return batch | {k: torch.from_numpy(np.repeat(v, repeats, axis=0)) for k, v in extras.items()}
+
+
+def ranked_batch(
+    users: np.ndarray,
+    positives: np.ndarray,
+    negatives: np.ndarray,
+    neg_log_q: np.ndarray,
+    extras: dict[str, np.ndarray],
+) -> Batch:
+    """Pair- and list-wise rows ``(user, pos_item, neg_items[N])`` with ``neg_log_q[N]``."""
+    batch = {
+        "users": torch.from_numpy(users),
+        "pos_items": torch.from_numpy(positives),
+        "neg_items": torch.from_numpy(np.ascontiguousarray(negatives)),
+        "neg_log_q": torch.from_numpy(neg_log_q.astype(np.float32)),
+    }
+    return batch | {k: torch.from_numpy(v) for k, v in extras.items()}
+
+
+#: Training modes: name -> (batch builder, default number of negatives per positive).
+MODES: dict[str, tuple[BatchBuilder, int]] = {
+    "pointwise": (labelled_batch, 4),
+    "pairwise": (ranked_batch, 1),
+    "listwise": (ranked_batch, 8),
+}
+
+
+def keep_batch(batch: Batch) -> Batch:
+    """Collation for datasets that already return whole batches (the identity)."""
+    return batch
+
+
+@dataclass(frozen=True)
+class HistoryLookup:
+    """The last ``length`` items of a user strictly before each row, left-padded.
+
+    ``source_items`` lists the items a history may draw from (e.g. the training interactions)
+    in ``(user, time)`` order. For row ``r``, the user's source items occupy positions
+    ``starts[r]`` up to ``ends[r]`` (exclusive), where ``ends[r]`` counts only source
+    interactions strictly before row ``r``; the history is the last ``length`` of them.
+
+    Example:
+        >>> lookup = HistoryLookup(np.array([5, 6, 7]), starts=np.array([0, 0]),
+        ...                        ends=np.array([1, 3]), length=2, pad=99)
+        >>> histories, lengths = lookup.gather(np.array([0, 1]))
+        >>> histories.tolist(), lengths.tolist()
+        ([[99, 5], [6, 7]], [1, 2])
+    """
+
+    source_items: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    length: int
+    pad: int
+
+    @classmethod
+    def build(
+        cls,
+        source: tuple[np.ndarray, np.ndarray, np.ndarray],
+        rows: tuple[np.ndarray, np.ndarray],
+        length: int,
+        pad: int,
+    ) -> HistoryLookup:
+        """From ``source = (users, items, order)`` and ``rows = (users, order)``.
+
+        ``order`` is a global position that sorts interactions by ``(user, time)`` with ties
+        in input order, so "strictly before" means a smaller order.
+        """
+        src_users, src_items, src_order = source
+        sort = np.argsort(src_order, kind="stable")
+        row_users, row_order = rows
+        return cls(
+            source_items=src_items[sort],
+            starts=np.searchsorted(src_users[sort], row_users, side="left"),
+            ends=np.searchsorted(src_order[sort], row_order, side="left"),
+            length=length,
+            pad=pad,
+        )
+
+    def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(histories (B, length), lengths (B,))`` of the given rows."""
+        ends = self.ends[rows]
+        starts = np.maximum(self.starts[rows], ends - self.length)
+        positions = ends[:, None] - self.length + np.arange(self.length)
+        valid = positions >= starts[:, None]
+        if self.source_items.size == 0:
+            return np.full(positions.shape, self.pad, dtype=np.int64), ends - starts
+        histories = np.where(valid, self.source_items[np.clip(positions, 0, None)], self.pad)
+        return histories.astype(np.int64), (ends - starts).astype(np.int64)
+
+
+class InteractionTuples(Dataset[Batch]):
+    """Positive ``(user, item)`` pairs, with negatives drawn per batch.
+
+    With ``resample=True`` every batch gets fresh negatives (so every epoch differs); with
+    ``resample=False`` the negatives are drawn once from ``seed`` (for stable validation).
+    Whole batches are built at once in :meth:`__getitems__`, which the ``DataLoader`` calls with
+    the batch's indices, so building a batch costs a few vectorised numpy calls.
+
+    Args:
+        users: User of each positive.
+        items: Item of each positive.
+        sampler: Draws the negatives and their log-probabilities.
+        num_negatives: Negatives per positive.
+        build: Turns the arrays into the mode's batch (see :data:`MODES`).
+        seed: Seed (or seed sequence, e.g. ``[seed, rank]``) of the negatives.
+        resample: Fresh negatives per batch, or fixed ones.
+        history: Adds ``history`` (B, L) and ``history_length`` (B,) to each batch.
+    """
+
+    def __init__(
+        self,
+        users: np.ndarray,
+        items: np.ndarray,
+        sampler: NegativeSampler,
+        num_negatives: int,
+        build: BatchBuilder,
+        seed: int | Sequence[int],
+        resample: bool = True,
+        history: HistoryLookup | None = None,
+    ):
+        self.users = np.asarray(users, dtype=np.int64)
+        self.items = np.asarray(items, dtype=np.int64)
+        self.sampler = sampler
+        self.num_negatives = num_negatives
+        self.build = build
+        self.seed = [seed] if isinstance(seed, int) else list(seed)
+        self.history = history
+        self._generator: np.random.Generator | None = None
+        self._worker_seed: int | None = None
+        self.fixed_negatives = (
+            None
+            if resample
+            else sampler.sample(self.users, num_negatives, np.random.default_rng(self.seed))
+        )
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def _rng(self) -> np.random.Generator:
+        # Each DataLoader worker gets its own stream; torch gives workers a new seed each epoch.
+        info = get_worker_info()
+        worker_seed = None if info is None else info.seed
+        if self._generator is None or worker_seed != self._worker_seed:
+            self._generator = np.random.default_rng([*self.seed, worker_seed or 0])
+            self._worker_seed = worker_seed
+        return self._generator
+
+    def __getitems__(self, indices: Sequence[int]) -> Batch:
+        """The batch of the given positions, negatives included."""
+        index = np.asarray(indices, dtype=np.int64)
+        users = self.users[index]
+        if self.fixed_negatives is None:
+            negatives, log_q = self.sampler.sample(users, self.num_negatives, self._rng())
+        else:
+            negatives, log_q = (part[index] for part in self.fixed_negatives)
+        extras: dict[str, np.ndarray] = {}
+        if self.history is not None:
+            extras["history"], extras["history_length"] = self.history.gather(index)
+        return self.build(users, self.items[index], negatives, log_q, extras)
+
+    def __getitem__(self, index: int) -> Batch:
+        return self.__getitems__([index])
+
+
+class UserBatches(Dataset[Batch]):
+    """All user indices, served as ``{"users": ...}`` batches for prediction."""
+
+    def __init__(self, num_users: int):
+        self.num_users = num_users
+
+    def __len__(self) -> int:
+        return self.num_users
+
+    def __getitems__(self, indices: Sequence[int]) -> Batch:
+        """The users at these positions."""
+        return {"users": torch.as_tensor(np.asarray(indices, dtype=np.int64))}
+
+    def __getitem__(self, index: int) -> Batch:
+        return self.__getitems__([index])
