@@ -31,6 +31,8 @@ def _nunique(frame: pd.DataFrame, col: str) -> int:
 def _dropped(before: pd.DataFrame, after: pd.DataFrame, user_col: str, item_col: str) -> str:
     """``"dropped R of N rows, U of M users, I of K items"`` (users/items when present)."""
     parts = [f"{len(before) - len(after)} of {len(before)} rows"]
+    if len(after) == len(before):  # nothing dropped: skip the costly distinct counts
+        return "dropped nothing (" + parts[0].removeprefix("0 of ") + ")"
     for col, noun in ((user_col, "users"), (item_col, "items")):
         if col in before.columns:
             total = _nunique(before, col)

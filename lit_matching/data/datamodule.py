@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from pytorch_lightning import LightningDataModule
 from pytorch_lightning.utilities import rank_zero_info
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
 from lit_matching.data.cleaning import drop_duplicates, k_core, keep_min_rating
 from lit_matching.data.interactions import (
@@ -30,7 +30,7 @@ from lit_matching.data.sampling import (
 from lit_matching.data.splits import SPLITS, Split, presplit
 from lit_matching.data.tuples import (
     MODES,
-    Batch,
+    ArrayBatchSampler,
     HistoryLookup,
     InteractionTuples,
     UserBatches,
@@ -328,8 +328,15 @@ class MatchingDataModule(LightningDataModule):
         self._prepare()
         self._rank = self.trainer.global_rank if self.trainer is not None else 0
         self._train_sampler = self._make_sampler()
-        all_items = self.train_items.union(self.val_items).union(self.test_items)
-        self._eval_sampler = UniformNegativeSampler(all_items)
+        self._eval_sampler_cache: NegativeSampler | None = None
+
+    @property
+    def _eval_sampler(self) -> NegativeSampler:
+        # Built on first use: training alone never needs it.
+        if self._eval_sampler_cache is None:
+            known = self.train_items.union(self.val_items).union(self.test_items)
+            self._eval_sampler_cache = UniformNegativeSampler(known)
+        return self._eval_sampler_cache
 
     def _make_sampler(self) -> NegativeSampler:
         if self.negative_sampler == "popularity":
@@ -365,12 +372,14 @@ class MatchingDataModule(LightningDataModule):
             history=self._history(part, stage),
         )
 
-    def _loader(self, dataset: Dataset[Batch], batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(
+        self, dataset: InteractionTuples | UserBatches, batch_size: int, shuffle: bool
+    ) -> DataLoader:
         accelerator = getattr(self.trainer, "accelerator", None)
+        order = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
         return DataLoader(
             dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
+            batch_sampler=ArrayBatchSampler(order, batch_size, drop_last=False),
             collate_fn=keep_batch,  # type: ignore[arg-type]
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -50,6 +50,9 @@ class NegativeSampler:
             positives.row_ids(), weights=self.p[positives.indices], minlength=positives.num_rows
         )
         self.free_mass = np.clip(1.0 - seen_mass, 0.0, 1.0)
+        with np.errstate(divide="ignore"):
+            self._log_p = np.log(self.p)
+            self._log_free_mass = np.log(self.free_mass)
         stuck = np.flatnonzero(self.free_mass <= 1e-12)
         if stuck.size:
             raise ValueError(
@@ -83,8 +86,7 @@ class NegativeSampler:
 
     def log_prob(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """``log q(item | user)`` for items the user may get (broadcasting users to items)."""
-        with np.errstate(divide="ignore"):
-            return np.log(self.p[items]) - np.log(self.free_mass[users])
+        return self._log_p[items] - self._log_free_mass[users]
 
 
 class UniformNegativeSampler(NegativeSampler):

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import BatchSampler, Dataset, RandomSampler, get_worker_info
 
 from lit_matching.data.sampling import NegativeSampler
 
 __all__ = [
     "MODES",
+    "ArrayBatchSampler",
     "HistoryLookup",
     "InteractionTuples",
     "UserBatches",
@@ -82,18 +83,51 @@ def keep_batch(batch: Batch) -> Batch:
     return batch
 
 
+class ArrayBatchSampler(BatchSampler):
+    """A :class:`~torch.utils.data.BatchSampler` that yields each batch as a numpy array.
+
+    It takes the whole epoch's order from ``sampler`` at once instead of collecting Python
+    ints one batch at a time, which halves the cost of indexing an epoch. Lightning swaps in
+    its ``DistributedSampler`` under DDP as for any ``BatchSampler``.
+
+    Example:
+        >>> from torch.utils.data import SequentialSampler
+        >>> [b.tolist() for b in ArrayBatchSampler(SequentialSampler(range(5)), 2, False)]
+        [[0, 1], [2, 3], [4]]
+    """
+
+    def __iter__(self) -> Iterator[np.ndarray]:  # type: ignore[override]
+        """Index arrays of ``batch_size`` (the last one shorter unless ``drop_last``)."""
+        order = self._epoch_order()
+        stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
+        for start in range(0, stop, self.batch_size):
+            yield order[start : start + self.batch_size]
+
+    def _epoch_order(self) -> np.ndarray:
+        sampler = self.sampler
+        if type(sampler) is RandomSampler and not sampler.replacement:
+            # What RandomSampler.__iter__ draws, without a Python int per index.
+            generator = sampler.generator
+            if generator is None:
+                generator = torch.Generator()
+                generator.manual_seed(int(torch.empty((), dtype=torch.int64).random_().item()))
+            return torch.randperm(len(sampler), generator=generator).numpy()
+        return np.fromiter(iter(sampler), dtype=np.int64, count=len(sampler))  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class HistoryLookup:
     """The last ``length`` items of a user strictly before each row, left-padded.
 
     ``source_items`` lists the items a history may draw from (e.g. the training interactions)
-    in ``(user, time)`` order. For row ``r``, the user's source items occupy positions
-    ``starts[r]`` up to ``ends[r]`` (exclusive), where ``ends[r]`` counts only source
-    interactions strictly before row ``r``; the history is the last ``length`` of them.
+    in ``(user, time)`` order, after ``length`` padding entries. For row ``r``, the user's
+    source items occupy positions ``starts[r]`` up to ``ends[r]`` (exclusive), where
+    ``ends[r]`` counts only source interactions strictly before row ``r``; the history is the
+    last ``length`` of them.
 
     Example:
-        >>> lookup = HistoryLookup(np.array([5, 6, 7]), starts=np.array([0, 0]),
-        ...                        ends=np.array([1, 3]), length=2, pad=99)
+        >>> lookup = HistoryLookup(np.array([99, 99, 5, 6, 7]), starts=np.array([2, 2]),
+        ...                        ends=np.array([3, 5]), length=2, pad=99)
         >>> histories, lengths = lookup.gather(np.array([0, 1]))
         >>> histories.tolist(), lengths.tolist()
         ([[99, 5], [6, 7]], [1, 2])
@@ -121,10 +155,16 @@ class HistoryLookup:
         src_users, src_items, src_order = source
         sort = np.argsort(src_order, kind="stable")
         row_users, row_order = rows
+        # ``length`` pads in front keep every gathered position in range (see ``gather``).
+        # int32 halves the memory traffic of the per-batch gather (items < 2**31).
         return cls(
-            source_items=src_items[sort],
-            starts=np.searchsorted(src_users[sort], row_users, side="left"),
-            ends=np.searchsorted(src_order[sort], row_order, side="left"),
+            source_items=np.concatenate([np.full(length, pad), src_items[sort]]).astype(np.int32),
+            starts=(np.searchsorted(src_users[sort], row_users, side="left") + length).astype(
+                np.int32
+            ),
+            ends=(np.searchsorted(src_order[sort], row_order, side="left") + length).astype(
+                np.int32
+            ),
             length=length,
             pad=pad,
         )
@@ -133,11 +173,11 @@ class HistoryLookup:
         """``(histories (B, length), lengths (B,))`` of the given rows."""
         ends = self.ends[rows]
         starts = np.maximum(self.starts[rows], ends - self.length)
-        positions = ends[:, None] - self.length + np.arange(self.length)
-        valid = positions >= starts[:, None]
-        if self.source_items.size == 0:
-            return np.full(positions.shape, self.pad, dtype=np.int64), ends - starts
-        histories = np.where(valid, self.source_items[np.clip(positions, 0, None)], self.pad)
+        positions = ends[:, None] - np.arange(self.length, 0, -1, dtype=np.int32)
+        # Positions before the user's first item are in range thanks to the leading pads
+        # and are then overwritten with the pad.
+        histories = self.source_items[positions]
+        histories[positions < starts[:, None]] = self.pad
         return histories.astype(np.int64), (ends - starts).astype(np.int64)
 
 
@@ -200,7 +240,7 @@ class InteractionTuples(Dataset[Batch]):
 
     def __getitems__(self, indices: Sequence[int]) -> Batch:
         """The batch of the given positions, negatives included."""
-        index = np.asarray(indices, dtype=np.int64)
+        index = np.asarray(indices, dtype=np.int64)  # a no-op for ArrayBatchSampler's arrays
         users = self.users[index]
         if self.fixed_negatives is None:
             negatives, log_q = self.sampler.sample(users, self.num_negatives, self._rng())
