@@ -1,0 +1,28 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from conftest import synthetic_log
+
+from lit_matching import MatchingDataModule
+
+
+def test_ddp_ranks_split_the_epoch_between_them(tmp_path):
+    worker = Path(__file__).with_name("ddp_worker.py")
+    done = subprocess.run(
+        [sys.executable, str(worker), str(tmp_path)], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rank0, rank1 = (np.load(tmp_path / f"rank{r}.npy") for r in (0, 1))
+    dm = MatchingDataModule(interactions=synthetic_log())
+    train = {tuple(p) for p in dm.splits.train[["user", "item"]].to_numpy()}
+    pairs0 = [tuple(p) for p in rank0[:, :2]]
+    pairs1 = [tuple(p) for p in rank1[:, :2]]
+    # DistributedSampler shards the epoch: 240 positives, 120 per rank, none shared
+    assert len(pairs0) == len(pairs1) == len(train) // 2
+    assert set(pairs0).isdisjoint(pairs1) and set(pairs0) | set(pairs1) == train
+    # negatives never hit a training positive on either rank (that the ranks' streams differ
+    # is tested in test_datamodule_pipeline.py on identical batches)
+    for rows in (rank0, rank1):
+        assert not dm.train_items.contains(rows[:, :1], rows[:, 2:]).any()
