@@ -110,10 +110,14 @@ def test_sampler_rejects_user_who_saw_everything():
         ("pointwise", ["items", "labels", "users"], [(40,), (40,), (40,)]),
         (
             "pairwise",
-            ["neg_items", "neg_log_q", "pos_items", "users"],
-            [(8, 4), (8, 4), (8,), (8,)],
+            ["neg_items", "neg_log_q", "pos_items", "pos_log_q", "users"],
+            [(8, 4), (8, 4), (8,), (8,), (8,)],
         ),
-        (2, ["neg_items", "neg_log_q", "pos_items", "users"], [(8, 4), (8, 4), (8,), (8,)]),
+        (
+            2,
+            ["neg_items", "neg_log_q", "pos_items", "pos_log_q", "users"],
+            [(8, 4), (8, 4), (8,), (8,), (8,)],
+        ),
     ],
 )
 def test_batches_of_each_mode(small_log, mode, keys, shapes):
@@ -266,5 +270,8 @@ def test_popularity_batches_carry_log_q(small_log):
     free = 1 - np.array([p[dm.train_items.row(u)].sum() for u in users])
     expected = np.log(p[negatives]) - np.log(free)[:, None]
     np.testing.assert_allclose(batch["neg_log_q"].numpy(), expected, rtol=1e-5)
+    # in-batch negatives are the batch's positives: drawn with each item's training share
+    share = dm.item_counts[batch["pos_items"].numpy()] / len(dm.splits.train)
+    np.testing.assert_allclose(batch["pos_log_q"].numpy(), np.log(share), rtol=1e-5)
     with pytest.raises(ValueError, match="unknown negative_sampler 'hard'"):
         MatchingDataModule(negative_sampler="hard")

@@ -75,8 +75,10 @@ class MatchingDataModule(LightningDataModule):
     * ``"pointwise"`` (0): ``(users, items, labels)``; every positive is followed by
       ``num_negatives`` negatives labelled 0, so a batch has ``batch_size * (1 + N)`` rows;
     * ``"pairwise"`` (1) and ``"listwise"`` (2): ``(users, pos_items, neg_items)`` with
-      ``neg_items`` of shape ``(batch_size, N)`` and ``neg_log_q``, their sampling
-      log-probabilities (for log-Q correction).
+      ``neg_items`` of shape ``(batch_size, N)``, ``neg_log_q``, their sampling
+      log-probabilities, and ``pos_log_q``, the log-probability of each positive being drawn
+      into a batch (its share of the training interactions), which is the sampling probability
+      of in-batch negatives (both for log-Q correction; mixed negatives use both).
 
     Negatives (``"uniform"``, or ``"popularity"`` proportional to ``count ** alpha``) are
     never one of the user's training positives and are drawn afresh for every training batch
@@ -121,8 +123,10 @@ class MatchingDataModule(LightningDataModule):
         (671, 9066)
         >>> dm.setup("fit")
         >>> batch = next(iter(dm.train_dataloader()))
-        >>> {key: tuple(value.shape) for key, value in batch.items()}
-        {'users': (2,), 'pos_items': (2,), 'neg_items': (2, 3), 'neg_log_q': (2, 3)}
+        >>> sorted((key, tuple(value.shape)) for key, value in batch.items())[:3]
+        [('neg_items', (2, 3)), ('neg_log_q', (2, 3)), ('pos_items', (2,))]
+        >>> sorted((key, tuple(value.shape)) for key, value in batch.items())[3:]
+        [('pos_log_q', (2,)), ('users', (2,))]
     """
 
     def __init__(
@@ -276,6 +280,9 @@ class MatchingDataModule(LightningDataModule):
             for part in (split.train, split.val, split.test)
         )
         self.item_counts = np.bincount(split.train.item, minlength=shape[1])
+        with np.errstate(divide="ignore"):  # items without training interactions: -inf
+            #: log-probability of each item being a training batch's positive
+            self.item_log_q = np.log(self.item_counts / max(len(split.train), 1))
         cold = [
             int((self.item_counts[part.item.to_numpy()] == 0).sum())
             for part in (split.val, split.test)
@@ -370,6 +377,7 @@ class MatchingDataModule(LightningDataModule):
             seed=[self.seed, self._rank] if train else [self.seed, {"val": 1, "test": 2}[stage]],
             resample=train,
             history=self._history(part, stage),
+            item_log_q=self.item_log_q,
         )
 
     def _loader(

@@ -39,8 +39,10 @@ def labelled_batch(
 ) -> Batch:
     """Point-wise rows ``(user, item, label)``: each positive then its negatives, flattened.
 
-    Per-row ``extras`` (e.g. the user's history) are repeated for every row of a positive.
+    Per-row ``extras`` (e.g. the user's history) are repeated for every row of a positive;
+    ``pos_log_q`` is left out, as point-wise rows have no in-batch negatives to correct.
     """
+    extras = {k: v for k, v in extras.items() if k != "pos_log_q"}
     repeats = 1 + negatives.shape[1]
     items = np.concatenate([positives[:, None], negatives], axis=1)
     labels = np.zeros_like(items, dtype=np.float32)
@@ -60,7 +62,11 @@ def ranked_batch(
     neg_log_q: np.ndarray,
     extras: dict[str, np.ndarray],
 ) -> Batch:
-    """Pair- and list-wise rows ``(user, pos_item, neg_items[N])`` with ``neg_log_q[N]``."""
+    """Pair- and list-wise rows ``(user, pos_item, neg_items[N])`` with ``neg_log_q[N]``.
+
+    ``extras`` add e.g. ``pos_log_q`` (the in-batch sampling log-probability of each positive)
+    and the history.
+    """
     batch = {
         "users": torch.from_numpy(users),
         "pos_items": torch.from_numpy(positives),
@@ -198,6 +204,8 @@ class InteractionTuples(Dataset[Batch]):
         seed: Seed (or seed sequence, e.g. ``[seed, rank]``) of the negatives.
         resample: Fresh negatives per batch, or fixed ones.
         history: Adds ``history`` (B, L) and ``history_length`` (B,) to each batch.
+        item_log_q: Per-item log-probability of being drawn as a batch's positive; adds
+            ``pos_log_q`` (B,) to each batch, for log-Q correction of in-batch negatives.
     """
 
     def __init__(
@@ -210,6 +218,7 @@ class InteractionTuples(Dataset[Batch]):
         seed: int | Sequence[int],
         resample: bool = True,
         history: HistoryLookup | None = None,
+        item_log_q: np.ndarray | None = None,
     ):
         self.users = np.asarray(users, dtype=np.int64)
         self.items = np.asarray(items, dtype=np.int64)
@@ -218,6 +227,7 @@ class InteractionTuples(Dataset[Batch]):
         self.build = build
         self.seed = [seed] if isinstance(seed, int) else list(seed)
         self.history = history
+        self.item_log_q = None if item_log_q is None else item_log_q.astype(np.float32)
         self._generator: np.random.Generator | None = None
         self._worker_seed: int | None = None
         self.fixed_negatives = (
@@ -249,6 +259,8 @@ class InteractionTuples(Dataset[Batch]):
         extras: dict[str, np.ndarray] = {}
         if self.history is not None:
             extras["history"], extras["history_length"] = self.history.gather(index)
+        if self.item_log_q is not None:
+            extras["pos_log_q"] = self.item_log_q[self.items[index]]
         return self.build(users, self.items[index], negatives, log_q, extras)
 
     def __getitem__(self, index: int) -> Batch:
