@@ -127,3 +127,12 @@ def test_ranks_draw_different_negatives_and_seeds_repeat(small_log):
     assert not np.array_equal(rank0, rank1)
     np.testing.assert_array_equal(rank0, negatives_of(make(), 0))
     assert not np.array_equal(rank0, negatives_of(make(seed=1), 0))
+
+
+def test_files_keep_their_own_column_names(small_log, tmp_path):
+    path = tmp_path / "log.csv"
+    small_log.rename(columns={"user_id": "userId", "timestamp": "ts"}).to_csv(path, index=False)
+    dm = MatchingDataModule(interactions=str(path), user_col="userId", time_col="ts")
+    assert (dm.num_users, dm.num_items) == (40, 30)
+    with pytest.raises(ValueError, match=r"no column\(s\) \['user_id', 'timestamp'\]"):
+        MatchingDataModule(interactions=str(path)).setup("fit")

@@ -48,8 +48,7 @@ def test_csv_tsv_parquet_and_renaming(tmp_path):
 def test_tabular_column_errors(tmp_path):
     path = tmp_path / "log.csv"
     pd.DataFrame({"userId": [1], "item_id": [2]}).to_csv(path, index=False)
-    with pytest.raises(ValueError, match=r"log\.csv: no column\(s\) \['user_id'\].*user_col="):
-        read_interactions(path)
+    assert list(read_interactions(path).columns) == ["userId", "item_id"]  # kept as it is
     with pytest.raises(ValueError, match=r"log\.csv: no column 'uid' to use as 'user_id'"):
         read_interactions(path, user_col="uid")
     with pytest.raises(ValueError, match="would duplicate"):

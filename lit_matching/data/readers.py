@@ -219,14 +219,9 @@ def _read_tabular(
             )
         if dst in frame.columns and dst not in mapping:
             raise ValueError(f"{path}: renaming {src!r} to {dst!r} would duplicate a column")
-    frame = frame.rename(columns=mapping)
-    missing = [col for col in ("user_id", "item_id") if col not in frame.columns]
-    if missing:
-        raise ValueError(
-            f"{path}: no column(s) {missing}; columns are {list(frame.columns)} "
-            "(name the source columns with user_col= / item_col=)"
-        )
-    return frame
+    # Other columns come back as they are: a table may keep its own names (e.g. ``userId``),
+    # which the caller then names, as MatchingDataModule(user_col="userId") does.
+    return frame.rename(columns=mapping)
 
 
 def read_recbole(path: str | Path) -> pd.DataFrame:
@@ -461,7 +456,8 @@ def read_interactions(
 ) -> pd.DataFrame:
     r"""Read an interaction file into a frame with ``user_id``, ``item_id`` columns.
 
-    ``rating`` and ``timestamp`` columns are present when the source has them.
+    ``rating`` and ``timestamp`` columns are present when the source has them. Tables
+    (csv, tsv, parquet) keep their own column names except those renamed by ``*_col``.
 
     Args:
         path: The file.
