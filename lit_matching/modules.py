@@ -267,6 +267,11 @@ class ListwiseMatching(MatchingModule):
             self.similarity.rowwise(users, pos_items).unsqueeze(1),
             self.similarity.rowwise(users.unsqueeze(1), self.encode_items(batch["neg_items"])),
         ]
+        if batch["neg_items"].shape[1] == 0 and not self.in_batch_negatives:
+            raise ValueError(
+                "the batch has no sampled negatives and in_batch_negatives is off, so the "
+                "softmax has nothing to contrast: set num_negatives > 0 or in_batch_negatives"
+            )
         if self.in_batch_negatives:
             ids = batch["pos_items"]
             same_item = ids.unsqueeze(0) == ids.unsqueeze(1)  # includes the diagonal

@@ -230,7 +230,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="unknown mode 'triplet'"):
         MatchingDataModule(mode="triplet")
     with pytest.raises(ValueError, match="num_negatives has to be a positive integer"):
-        MatchingDataModule(num_negatives=0)
+        MatchingDataModule(mode="pointwise", num_negatives=0)
     with pytest.raises(FileNotFoundError, match=r"nope.csv"):
         MatchingDataModule(interactions="nope.csv").setup("fit")
 

@@ -134,3 +134,21 @@ def test_predict_returns_user_embeddings(small_log):
     users = torch.cat([o["users"] for o in out])
     assert users.tolist() == list(range(dm.num_users))
     assert torch.cat([o["embeddings"] for o in out]).shape == (dm.num_users, 8)
+
+
+def test_in_batch_negatives_only(small_log):
+    pl.seed_everything(0)
+    dm = MatchingDataModule(interactions=small_log, num_negatives=0, batch_size=32)
+    model = ListwiseMatching(
+        *towers(dm), in_batch_negatives=True, temperature=0.5, learning_rate=0.05
+    )
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["neg_items"].shape == (32, 0)
+    assert model.logits(batch).shape == (32, 1 + 32)
+    trainer(max_epochs=2).fit(model, dm)
+    no_negatives = ListwiseMatching(*towers(dm), in_batch_negatives=False)
+    with pytest.raises(ValueError, match="nothing to contrast"):
+        no_negatives.compute_loss(batch)
+    with pytest.raises(ValueError, match="num_negatives has to be a positive integer"):
+        MatchingDataModule(mode="pairwise", num_negatives=0)

@@ -107,7 +107,7 @@ class MatchingDataModule(LightningDataModule):
         split: Name of the split strategy (ignored for pre-split input).
         split_options: Keyword arguments of the split strategy.
         num_negatives: Negatives per positive; defaults to 4 (point-wise), 1 (pair-wise) or
-            8 (list-wise).
+            8 (list-wise). List-wise accepts 0: in-batch negatives only.
         negative_sampler: ``"uniform"`` or ``"popularity"``.
         popularity_alpha: Exponent of the popularity sampler.
         history_length: Length of the per-row history (0: no history).
@@ -159,8 +159,14 @@ class MatchingDataModule(LightningDataModule):
             raise ValueError(f"unknown mode {mode!r}; expected one of {list(MODES)} or 0, 1, 2")
         self.build_batch, default_negatives = MODES[self.mode]
         self.num_negatives = default_negatives if num_negatives is None else num_negatives
+        if self.mode == "listwise" and self.num_negatives == 0:
+            pass  # in-batch negatives only (ListwiseMatching(in_batch_negatives=True))
+        elif not isinstance(self.num_negatives, int) or self.num_negatives < 1:
+            raise ValueError(
+                f"num_negatives has to be a positive integer (or 0 for list-wise in-batch "
+                f"negatives only), got {self.num_negatives!r}"
+            )
         for name, value in (
-            ("num_negatives", self.num_negatives),
             ("batch_size", batch_size),
             ("eval_batch_size", eval_batch_size),
         ):
