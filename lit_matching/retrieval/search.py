@@ -1,35 +1,94 @@
-"""Exact top-K search over the full catalogue with FAISS, skipping already-seen items."""
+"""Top-K search over the full catalogue with FAISS, skipping already-seen items."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import faiss
 import numpy as np
+from pytorch_lightning.utilities import rank_zero_info
 
 from lit_matching.data.item_sets import ItemSets
 from lit_matching.similarity import FaissMetric
 
-__all__ = ["build_index", "search_top_k"]
+__all__ = ["EXACT", "build_index", "is_exact", "search_top_k"]
+
+#: The index-factory string of exact (brute-force) search.
+EXACT = "Flat"
 
 
-def build_index(item_vectors: np.ndarray, metric: FaissMetric) -> faiss.Index:
-    """An exact FAISS index over ``item_vectors``: ``IndexFlatL2`` or ``IndexFlatIP``.
+def is_exact(spec: str) -> bool:
+    """Whether the FAISS index-factory string ``spec`` describes exact search.
 
-    Vectors must already be prepared for the metric (see :meth:`Similarity.prepare`).
+    Example:
+        >>> is_exact("Flat"), is_exact("HNSW32"), is_exact("IVF1024,Flat")
+        (True, False, False)
+    """
+    return spec.replace(" ", "") in (EXACT, "IDMap,Flat")
+
+
+def build_index(
+    item_vectors: np.ndarray,
+    metric: FaissMetric,
+    spec: str = EXACT,
+    search_params: Mapping[str, float] | None = None,
+    use_gpu: bool | None = None,
+) -> faiss.Index:
+    """A FAISS index over ``item_vectors`` whose metric ranks as the model's similarity.
+
+    Args:
+        item_vectors: ``(num_items, d)`` vectors, prepared for the metric (see
+            :meth:`Similarity.prepare`).
+        metric: ``"l2"`` or ``"ip"``.
+        spec: A FAISS index-factory string: ``"Flat"`` (exact, ``IndexFlatL2`` /
+            ``IndexFlatIP``), or approximate ones such as ``"HNSW32"``, ``"IVF1024,Flat"``,
+            ``"IVF1024,PQ16"``. Indexes that need training are trained on ``item_vectors``.
+        search_params: Search-time parameters, e.g. ``{"efSearch": 128}`` (HNSW) or
+            ``{"nprobe": 32}`` (IVF).
+        use_gpu: Move the index to the GPUs (needs faiss with GPU support); ``None`` does so
+            when faiss sees a GPU, falling back to the CPU for indexes the GPU lacks (HNSW).
 
     Example:
         >>> index = build_index(np.eye(3, dtype=np.float32), "ip")
         >>> type(index).__name__, index.ntotal
         ('IndexFlatIP', 3)
+        >>> vectors = np.random.default_rng(0).normal(size=(500, 8)).astype(np.float32)
+        >>> build_index(vectors, "l2", "HNSW16", {"efSearch": 64}).hnsw.efSearch
+        64
     """
     vectors = np.ascontiguousarray(item_vectors, dtype=np.float32)
-    index: faiss.Index
-    if metric == "l2":
-        index = faiss.IndexFlatL2(vectors.shape[1])
-    elif metric == "ip":
-        index = faiss.IndexFlatIP(vectors.shape[1])
-    else:
+    if metric not in ("l2", "ip"):
         raise ValueError(f"metric must be 'l2' or 'ip', got {metric!r}")
+    dim = vectors.shape[1]
+    index: faiss.Index
+    if is_exact(spec):
+        index = faiss.IndexFlatL2(dim) if metric == "l2" else faiss.IndexFlatIP(dim)
+    else:
+        kind = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+        try:
+            index = faiss.index_factory(dim, spec, kind)
+        except RuntimeError as err:
+            raise ValueError(f"FAISS cannot build index {spec!r}: {err}") from None
+        if not index.is_trained:
+            index.train(vectors)
     index.add(vectors)
+    if search_params:
+        space = faiss.ParameterSpace()
+        for name, value in search_params.items():
+            try:
+                space.set_index_parameter(index, name, value)
+            except RuntimeError:
+                raise ValueError(f"index {spec!r} has no search parameter {name!r}") from None
+    gpus = faiss.get_num_gpus() if hasattr(faiss, "StandardGpuResources") else 0
+    if use_gpu or (use_gpu is None and gpus > 0):
+        if gpus == 0:
+            raise ValueError("use_gpu=True, but faiss sees no GPU (is faiss-gpu installed?)")
+        try:
+            index = faiss.index_cpu_to_all_gpus(index)
+        except RuntimeError as err:  # e.g. HNSW has no GPU version
+            if use_gpu:
+                raise ValueError(f"index {spec!r} cannot move to the GPU: {err}") from None
+            rank_zero_info(f"lit_matching: index {spec!r} stays on the CPU ({err})")
     return index
 
 
