@@ -15,6 +15,7 @@ from lit_matching.retrieval.evaluation import (
     evaluate_retrieval,
     most_popular_metrics,
 )
+from lit_matching.retrieval.retriever import Retriever, export_retriever
 from lit_matching.similarity import Cosine, Dot, Euclidean, Similarity, get_similarity
 from lit_matching.towers import IDEmbeddingTower
 
@@ -31,11 +32,13 @@ __all__ = [
     "PairwiseMatching",
     "PointwiseMatching",
     "RetrievalEvaluator",
+    "Retriever",
     "Similarity",
     "__version__",
     "bce_loss",
     "bpr_loss",
     "evaluate_retrieval",
+    "export_retriever",
     "get_similarity",
     "load_movielens_small",
     "load_movielens_small_movies",

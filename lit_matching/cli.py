@@ -1,14 +1,22 @@
 """The ``lit-matching`` command: LightningCLI over the matching modules and data.
 
 ``lit-matching fit`` with no arguments trains the list-wise model on the embedded MovieLens
-data with the packaged ``listwise`` config, then evaluates the best checkpoint on validation
-and test and prints a table of retrieval metrics next to the most-popular baseline.
-``--config NAME`` selects a packaged config (``listwise``, ``pairwise``, ``pointwise``) or any
-YAML file; every value can be overridden on the command line (``--trainer.max_epochs 5``).
+data with the packaged ``listwise`` config, evaluates the best checkpoint on validation and
+test, prints a table of retrieval metrics next to the most-popular baseline, and exports the
+model as a retriever directory (``<log dir>/retriever``). ``--config NAME`` selects a packaged
+config (``listwise``, ``pairwise``, ``pointwise``) or any YAML file; every value can be
+overridden on the command line (``--trainer.max_epochs 5``).
+
+Besides LightningCLI's ``fit``, ``validate``, ``test`` and ``predict``:
+
+* ``lit-matching export --config CFG --ckpt_path CKPT --output DIR`` exports a checkpoint;
+* ``lit-matching recommend DIR --user ID [--user ID ...] [--k 10] [--include-seen]`` prints
+  recommendations from an exported directory (``--item ID`` prints similar items).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -16,12 +24,16 @@ import warnings
 from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
+import torch
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from lit_matching.data.datamodule import MatchingDataModule
 from lit_matching.modules import MatchingModule
 from lit_matching.retrieval.evaluation import RetrievalEvaluator, most_popular_metrics
+from lit_matching.retrieval.retriever import Retriever, export_retriever
 
 __all__ = [
     "MatchingCLI",
@@ -115,7 +127,7 @@ class MatchingCLI(LightningCLI):
         self._started = time.perf_counter()
 
     def after_fit(self) -> None:
-        """Evaluate the best checkpoint on validation and test; print the metrics table."""
+        """Evaluate the best checkpoint on validation and test, print the table, export it."""
         trainer, model, datamodule = self.trainer, self.model, self.datamodule
         if trainer.interrupted:
             return
@@ -128,6 +140,7 @@ class MatchingCLI(LightningCLI):
         ckpt_path = "best" if has_best else None
         trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+        log_dir = trainer.log_dir  # a collective under DDP: every rank must ask
         if not trainer.is_global_zero:
             return
         assert isinstance(datamodule, MatchingDataModule)
@@ -136,10 +149,16 @@ class MatchingCLI(LightningCLI):
         )
         table = format_metrics_table(
             {
-                "val": evaluator.results["val"],
-                "test": evaluator.results["test"],
-                "test:popular": baseline,
+                name: {key: value for key, value in metrics.items() if "@" in key}
+                for name, metrics in (
+                    ("val", evaluator.results["val"]),
+                    ("test", evaluator.results["test"]),
+                    ("test:popular", baseline),
+                )
             }
+        )
+        exported = export_retriever(
+            model, datamodule, Path(log_dir or ".") / "retriever", overwrite=True
         )
         elapsed = time.perf_counter() - getattr(self, "_started", time.perf_counter())
         print(
@@ -149,6 +168,8 @@ class MatchingCLI(LightningCLI):
             f"{table}\n"
             f"test:popular = most-popular unseen items for everyone. "
             f"Wall time: {elapsed:.1f} s\n"
+            f"Retriever exported to {exported}; try: lit-matching recommend {exported} "
+            f"--user {datamodule.user_vocab.to_list()[0]}\n"
         )
 
 
@@ -170,8 +191,80 @@ def run_cli(args: Sequence[str] | None = None) -> MatchingCLI:
     )
 
 
+def _raw_ids(values: Sequence[str], known: Sequence[Any]) -> list[Any]:
+    """Command-line strings as ids of the type the retriever holds (ints stay ints)."""
+    if known and all(isinstance(v, int) for v in known[:1000]):
+        try:
+            return [int(v) for v in values]
+        except ValueError:
+            pass  # not an integer: let the lookup name the unknown id
+    return list(values)
+
+
+def recommend_command(args: Sequence[str]) -> None:
+    """``lit-matching recommend DIR --user ID ...``: print recommendations as a table."""
+    parser = argparse.ArgumentParser(
+        prog="lit-matching recommend",
+        description="Recommendations (or similar items) from an exported retriever directory.",
+    )
+    parser.add_argument("directory", help="a directory written by fit or export")
+    parser.add_argument("--user", action="append", default=[], help="raw user id (repeatable)")
+    parser.add_argument("--item", action="append", default=[], help="raw item id: similar items")
+    parser.add_argument("--k", type=int, default=None, help="results per id (default: 10)")
+    parser.add_argument("--include-seen", action="store_true", help="do not drop seen items")
+    options = parser.parse_args(args)
+    if not options.user and not options.item:
+        parser.error("give at least one --user or --item")
+    retriever = Retriever.load(options.directory)
+    with pd.option_context("display.max_rows", None, "display.width", 120):
+        if options.user:
+            users = _raw_ids(options.user, retriever.user_ids)
+            print(
+                retriever.recommend(
+                    users, options.k, exclude_seen=not options.include_seen
+                ).to_string(index=False)
+            )
+        if options.item:
+            items = _raw_ids(options.item, retriever.item_ids)
+            print(retriever.similar_items(items, options.k).to_string(index=False))
+
+
+def export_command(args: Sequence[str]) -> None:
+    """``lit-matching export --config CFG --ckpt_path CKPT --output DIR [overrides]``."""
+    parser = argparse.ArgumentParser(
+        prog="lit-matching export",
+        description="Export a checkpoint as a retriever directory (embeddings, ids, FAISS "
+        "index, meta.json). Other arguments are LightningCLI overrides of the config.",
+    )
+    parser.add_argument("--ckpt_path", required=True)
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--index", default="Flat", help="FAISS index-factory string")
+    options, rest = parser.parse_known_args(args)
+    cli = MatchingCLI(
+        MatchingModule,
+        MatchingDataModule,
+        subclass_mode_model=True,
+        args=_resolve_configs(["fit", *rest])[1:],  # the config of a fit, without running it
+        run=False,
+        auto_configure_optimizers=False,
+    )
+    checkpoint = torch.load(options.ckpt_path, map_location="cpu", weights_only=False)
+    cli.datamodule.load_state_dict(checkpoint.get("MatchingDataModule", {}))
+    cli.model.load_state_dict(checkpoint["state_dict"])
+    path = export_retriever(
+        cli.model, cli.datamodule, options.output, index=options.index, overwrite=True
+    )
+    print(f"Retriever exported to {path}")
+
+
+_EXTRA_COMMANDS = {"recommend": recommend_command, "export": export_command}
+
+
 def main() -> None:
     """Entry point of the ``lit-matching`` console script."""
+    if len(sys.argv) > 1 and sys.argv[1] in _EXTRA_COMMANDS:
+        _EXTRA_COMMANDS[sys.argv[1]](sys.argv[2:])
+        return
     # Deprecations inside Lightning's own calls (jsonargparse, torch pytree) are not the user's.
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")

@@ -70,6 +70,15 @@ def test_console_script_runs_end_to_end(tmp_path):
     assert "ListwiseMatching (cosine)" in result.stdout
     assert "test:popular" in result.stdout
     assert "Wall time" in result.stdout
+    exported = tmp_path / "lit_matching_runs" / "listwise" / "version_0" / "retriever"
+    shown = subprocess.run(
+        [exe, "recommend", str(exported), "--user", "1", "--k", "5"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    assert len(shown.stdout.strip().splitlines()) == 1 + 5
 
 
 def test_print_config_shows_linked_towers(capsys):
@@ -96,3 +105,53 @@ def test_fit_under_two_process_ddp(tmp_path):
     # only rank 0 prints the table; every rank computed the same metrics
     assert result.stdout.count("ListwiseMatching (cosine)") == 1
     assert "hit_rate@50" in result.stdout
+
+
+def test_fit_exports_a_retriever_that_recommend_reads(tmp_path, monkeypatch, capsys):
+    from lit_matching.cli import export_command, recommend_command
+
+    monkeypatch.chdir(tmp_path)
+    cli = run_cli(["fit", *SMALL])
+    out = capsys.readouterr().out
+    exported = tmp_path / "lit_matching_runs" / "listwise" / "version_0" / "retriever"
+    assert f"Retriever exported to {exported.relative_to(tmp_path)}" in out
+    assert {p.name for p in exported.iterdir()} >= {
+        "user_embeddings.npy",
+        "item_embeddings.npy",
+        "user_ids.json",
+        "item_ids.json",
+        "index.faiss",
+        "meta.json",
+        "seen_items.npz",
+    }
+
+    recommend_command([str(exported), "--user", "1", "--user", "7", "--k", "3"])
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["user_id", "rank", "item_id", "score"]
+    assert [line.split()[:2] for line in table[1:]] == [
+        ["1", "1"],
+        ["1", "2"],
+        ["1", "3"],
+        ["7", "1"],
+        ["7", "2"],
+        ["7", "3"],
+    ]
+    seen = set(cli.datamodule.item_vocab.to_raw(cli.datamodule.train_items.row(0)).tolist())
+    assert not {int(line.split()[2]) for line in table[1:4]} & seen  # user 1 is index 0
+
+    recommend_command([str(exported), "--item", "1", "--k", "2"])
+    assert capsys.readouterr().out.splitlines()[0].split()[:3] == [
+        "item_id",
+        "rank",
+        "similar_item_id",
+    ]
+    with pytest.raises(KeyError, match="999999"):
+        recommend_command([str(exported), "--user", "999999"])
+
+    # the same model exported again from its checkpoint gives the same recommendations
+    checkpoint = cli.trainer.checkpoint_callback.best_model_path
+    again = tmp_path / "again"
+    export_command(["--ckpt_path", checkpoint, "--output", str(again)])
+    capsys.readouterr()
+    recommend_command([str(again), "--user", "1", "--user", "7", "--k", "3"])
+    assert capsys.readouterr().out.splitlines() == table

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -13,7 +13,13 @@ from torch import Tensor
 
 from lit_matching.data.item_sets import EvalSet
 from lit_matching.retrieval.metrics import hit_matrix, retrieval_metrics
-from lit_matching.retrieval.search import build_index, search_top_k
+from lit_matching.retrieval.search import (
+    EXACT,
+    build_index,
+    is_exact,
+    overlap_at_k,
+    search_top_k,
+)
 from lit_matching.similarity import FaissMetric
 
 __all__ = ["RetrievalEvaluator", "evaluate_retrieval", "most_popular_metrics"]
@@ -26,6 +32,10 @@ def evaluate_retrieval(
     eval_set: EvalSet,
     ks: Sequence[int] = (10, 20, 50),
     exclude_seen: bool = True,
+    index: str = EXACT,
+    search_params: Mapping[str, float] | None = None,
+    item_counts: np.ndarray | None = None,
+    batch_size: int = 4096,
 ) -> dict[str, float]:
     """Search the full catalogue for every evaluated user and score the top ``max(ks)``.
 
@@ -36,6 +46,11 @@ def evaluate_retrieval(
         eval_set: Evaluated users, their targets and their seen items.
         ks: Cut-offs.
         exclude_seen: Never recommend an item of ``eval_set.exclude``.
+        index: FAISS index-factory string (see :func:`build_index`); for an approximate
+            index the result also holds ``ann_recall@K``, the share of the exact top K found.
+        search_params: Search parameters of the index, e.g. ``{"efSearch": 128}``.
+        item_counts: Training count of each item, for ``popularity@K``.
+        batch_size: Queries per FAISS call (the result does not depend on it).
 
     Returns:
         ``{"recall@10": ..., "ndcg@10": ..., ...}`` averaged over the evaluated users.
@@ -50,10 +65,20 @@ def evaluate_retrieval(
         >>> evaluate_retrieval(queries, items, "ip", eval_set, ks=[1])["hit_rate@1"]
         0.5
     """
-    index = build_index(item_vectors, metric)
-    top, _ = search_top_k(index, user_vectors, max(ks), eval_set.exclude if exclude_seen else None)
-    hits = hit_matrix(top, eval_set.targets)
-    return retrieval_metrics(hits, eval_set.targets.counts(), ks)
+    k = max(ks)
+    exclude = eval_set.exclude if exclude_seen else None
+    searched = build_index(item_vectors, metric, index, search_params)
+    found, _ = search_top_k(searched, user_vectors, k, exclude, batch_size)
+    hits = hit_matrix(found, eval_set.targets)
+    metrics = retrieval_metrics(
+        hits, eval_set.targets.counts(), ks, top_items=found, item_counts=item_counts
+    )
+    if not is_exact(index):
+        exact, _ = search_top_k(
+            build_index(item_vectors, metric), user_vectors, k, exclude, batch_size
+        )
+        metrics |= {f"ann_recall@{cut}": overlap_at_k(found, exact, cut) for cut in ks}
+    return metrics
 
 
 def most_popular_metrics(
@@ -66,7 +91,7 @@ def most_popular_metrics(
     """
     items = np.asarray(item_counts, dtype=np.float32)[:, None]
     users = np.ones((len(eval_set.users), 1), dtype=np.float32)
-    return evaluate_retrieval(users, items, "ip", eval_set, ks)
+    return evaluate_retrieval(users, items, "ip", eval_set, ks, item_counts=item_counts)
 
 
 class _Encoder(Protocol):
@@ -102,9 +127,19 @@ class RetrievalEvaluator(Callback):
     ``encode_items`` and ``similarity`` (as :class:`MatchingModule` does). Every rank computes
     the same metrics, so they are safe to monitor under DDP.
 
+    With an approximate ``index`` (a FAISS index-factory string such as ``"HNSW32"`` or
+    ``"IVF1024,Flat"``) it also logs ``{stage}/ann_recall@K``: the share of the exact top K
+    the approximate search found, so approximate numbers are never mistaken for exact ones.
+    With ``item_counts`` on the datamodule it logs ``coverage@K`` (share of the catalogue
+    recommended to anyone) and ``popularity@K`` (mean training count of recommended items).
+
     Args:
         ks: Cut-offs.
-        batch_size: Users / items encoded per forward pass.
+        index: FAISS index-factory string; ``"Flat"`` (default) is exact.
+        search_params: Search parameters of the index, e.g. ``{"efSearch": 128}``.
+        exclude_seen: Exclude seen items (training items for validation, training and
+            validation items for test).
+        batch_size: Users / items encoded per forward pass, and queries per FAISS call.
 
     Example:
         >>> evaluator = RetrievalEvaluator(ks=(10, 50))
@@ -112,22 +147,46 @@ class RetrievalEvaluator(Callback):
         >>> checkpoint = ModelCheckpoint(monitor="val/recall@50", mode="max")
     """
 
-    def __init__(self, ks: Sequence[int] = (10, 20, 50), batch_size: int = 4096):
+    def __init__(
+        self,
+        ks: Sequence[int] = (10, 20, 50),
+        index: str = EXACT,
+        search_params: dict[str, float] | None = None,
+        exclude_seen: bool = True,
+        batch_size: int = 4096,
+    ):
         if not ks or any(not isinstance(k, int) or k < 1 for k in ks):
             raise ValueError(f"ks has to be a non-empty list of positive integers, got {ks!r}")
         self.ks = tuple(ks)
+        self.index = index
+        self.search_params = dict(search_params or {})
+        self.exclude_seen = exclude_seen
         self.batch_size = batch_size
         #: The metrics of the last evaluation of each stage, e.g. ``{"val": {"recall@10": ..}}``.
         self.results: dict[str, dict[str, float]] = {}
 
     def evaluate(
-        self, pl_module: _Encoder, eval_set: EvalSet, device: torch.device, num_items: int
+        self,
+        pl_module: _Encoder,
+        eval_set: EvalSet,
+        device: torch.device,
+        num_items: int,
+        item_counts: np.ndarray | None = None,
     ) -> dict[str, float]:
         """Encode users and items with ``pl_module`` and compute the metrics."""
         users = _encode(pl_module.encode_users, eval_set.users, device, self.batch_size)
         items = _encode(pl_module.encode_items, np.arange(num_items), device, self.batch_size)
         return evaluate_retrieval(
-            users, items, pl_module.similarity.faiss_metric, eval_set, self.ks
+            users,
+            items,
+            pl_module.similarity.faiss_metric,
+            eval_set,
+            self.ks,
+            exclude_seen=self.exclude_seen,
+            index=self.index,
+            search_params=self.search_params,
+            item_counts=item_counts,
+            batch_size=self.batch_size,
         )
 
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -142,6 +201,7 @@ class RetrievalEvaluator(Callback):
             datamodule.eval_set(stage),
             pl_module.device,
             datamodule.num_items,
+            getattr(datamodule, "item_counts", None),
         )
         self.results[stage] = metrics
         for name, value in metrics.items():

@@ -11,7 +11,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from lit_matching.data.item_sets import ItemSets
 from lit_matching.similarity import FaissMetric
 
-__all__ = ["EXACT", "build_index", "is_exact", "search_top_k"]
+__all__ = ["EXACT", "build_index", "is_exact", "overlap_at_k", "search_top_k"]
 
 #: The index-factory string of exact (brute-force) search.
 EXACT = "Flat"
@@ -101,8 +101,9 @@ def search_top_k(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top ``k`` items per query, best first, never one of the query's excluded items.
 
-    Each batch of queries searches ``k`` plus the largest number of excluded items in the batch,
-    so the result is exact however many items a user has seen. Scores are "higher = closer":
+    Each batch of queries searches ``k`` plus the largest number of excluded items in the batch
+    (queries are batched in order of that number), so the result is exact however many items a
+    user has seen. Scores are "higher = closer":
     FAISS L2 distances are negated.
 
     Args:
@@ -131,15 +132,18 @@ def search_top_k(
     sign = -1.0 if index.metric_type == faiss.METRIC_L2 else 1.0
     items = np.full((len(queries), k), -1, dtype=np.int64)
     scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    counts = exclude.counts() if exclude is not None else np.zeros(len(queries), dtype=np.int64)
+    # Queries in order of their number of excluded items: each batch then asks FAISS for
+    # k + its own largest count, not k + the largest count of all (a heavy user would
+    # otherwise widen every batch's search). Results are per query, so order cannot change them.
+    by_count = np.argsort(counts, kind="stable")
     for start in range(0, len(queries), batch_size):
-        stop = min(start + batch_size, len(queries))
-        extra = int(exclude.counts()[start:stop].max()) if exclude is not None else 0
-        width = min(index.ntotal, k + extra)
-        distances, found = index.search(queries[start:stop], width)
+        rows = by_count[start : start + batch_size]
+        width = min(index.ntotal, k + int(counts[rows].max()))
+        distances, found = index.search(queries[rows], width)
         found_scores = sign * distances
         if exclude is not None:
-            rows = np.arange(start, stop)[:, None]
-            drop = exclude.contains(rows, found) | (found < 0)
+            drop = exclude.contains(rows[:, None], found) | (found < 0)
             # Stable sort moves dropped entries to the end and keeps the ranking of the rest.
             order = np.argsort(drop, axis=1, kind="stable")
             found = np.take_along_axis(found, order, 1)
@@ -148,6 +152,30 @@ def search_top_k(
             found = np.where(drop, -1, found)
             found_scores = np.where(drop, -np.inf, found_scores)
         width = min(width, k)
-        items[start:stop, :width] = found[:, :width]
-        scores[start:stop, :width] = found_scores[:, :width]
+        items[rows, :width] = found[:, :width]
+        scores[rows, :width] = found_scores[:, :width]
     return items, scores
+
+
+def overlap_at_k(found: np.ndarray, reference: np.ndarray, k: int) -> float:
+    """Mean share of each row's reference top ``k`` that ``found``'s top ``k`` also holds.
+
+    The recall of an approximate search against exact search ("ANN recall@k"); rows whose
+    reference has fewer than ``k`` items (``-1`` fill) are measured against what they have.
+
+    Example:
+        >>> exact = np.array([[1, 2, 3], [4, 5, -1]])
+        >>> round(overlap_at_k(np.array([[3, 1, 9], [5, 7, -1]]), exact, k=3), 4)  # (2/3 + 1/2) / 2
+        0.5833
+    """
+    rows = np.arange(len(reference))[:, None]
+    wanted = reference[:, :k]
+    sets = ItemSets.from_pairs(
+        np.broadcast_to(rows, wanted.shape)[wanted >= 0],
+        wanted[wanted >= 0],
+        len(reference),
+        int(max(reference.max(), found.max()) + 1),
+    )
+    hits = sets.contains(rows, found[:, :k]).sum(1)
+    have = sets.counts()
+    return float(np.mean(np.where(have > 0, hits / np.maximum(have, 1), 1.0)))

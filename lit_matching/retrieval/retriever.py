@@ -1,0 +1,745 @@
+"""Serve a trained two-tower model: top-K recommendations by raw id, and a portable export.
+
+A :class:`Retriever` holds every user and item vector (as prepared for the index), the raw-id
+vocabularies, the items each user has already seen and a FAISS index over the items. It can be
+exported to a directory that plain ``numpy`` / ``json`` / ``faiss`` can read without
+``lit_matching``:
+
+=======================  ==========================================================================
+file                     content
+=======================  ==========================================================================
+``user_embeddings.npy``  ``(num_users, dimension)`` float32 user vectors, as prepared for the index
+``item_embeddings.npy``  ``(num_items, dimension)`` float32 item vectors, prepared likewise
+``user_ids.json``        raw user ids in index order (a JSON list)
+``item_ids.json``        raw item ids in index order (a JSON list)
+``seen_items.npz``       CSR arrays ``indptr`` / ``indices``: item indices each user has seen
+``index.faiss``          the FAISS index over the items (``faiss.read_index``)
+``meta.json``            similarity, metric, index spec, sizes, versions (written last)
+=======================  ==========================================================================
+
+Scores are "higher = closer": inner products for ``ip`` indexes, negated squared distances for
+``l2`` indexes (for cosine, ``2 cos - 2``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import faiss
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from lit_matching.data.item_sets import ItemSets
+from lit_matching.retrieval.search import EXACT, build_index, search_top_k
+from lit_matching.similarity import FaissMetric, Similarity, get_similarity
+
+__all__ = ["FORMAT_VERSION", "Retriever", "export_retriever"]
+
+#: Version of the export directory layout written by :meth:`Retriever.export`.
+FORMAT_VERSION = 1
+#: Number of results when ``k`` is not given.
+DEFAULT_K = 10
+
+_META = "meta.json"
+_USER_EMB = "user_embeddings.npy"
+_ITEM_EMB = "item_embeddings.npy"
+_USER_IDS = "user_ids.json"
+_ITEM_IDS = "item_ids.json"
+_SEEN = "seen_items.npz"
+_INDEX = "index.faiss"
+_FILES = (_USER_EMB, _ITEM_EMB, _USER_IDS, _ITEM_IDS, _SEEN, _INDEX)
+_METRIC_TYPES = {"l2": faiss.METRIC_L2, "ip": faiss.METRIC_INNER_PRODUCT}
+
+
+class _Encoder(Protocol):
+    """What :meth:`Retriever.from_module` needs of a module (:class:`MatchingModule` has it)."""
+
+    similarity: Similarity
+    training: bool
+
+    def encode_users(self, users: Tensor) -> Tensor: ...
+    def encode_items(self, items: Tensor) -> Tensor: ...
+    def eval(self) -> Any: ...
+    def train(self, mode: bool = True) -> Any: ...
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
+
+
+def _json_id(value: Any, what: str) -> str | int | float:
+    """A raw id as a plain JSON value (numpy scalars become Python ones)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        if isinstance(value, float) and not np.isfinite(value):
+            raise ValueError(f"{what} ids must be finite to export as JSON, got {value!r}")
+        return value
+    raise ValueError(
+        f"{what} ids must be strings or numbers to export as JSON, got {type(value).__name__} "
+        f"{value!r}"
+    )
+
+
+def _id_index(ids: Sequence[Any], what: str) -> pd.Index:
+    """Raw ids as a unique :class:`pandas.Index`."""
+    index = pd.Index(list(ids))
+    if not index.is_unique:
+        repeated = index[index.duplicated()].unique().tolist()[:5]
+        raise ValueError(f"{what} ids must be unique; repeated: {repeated}")
+    return index
+
+
+def _on_gpu(index: faiss.Index) -> bool:
+    """Whether ``index`` (as built by :func:`build_index`) lives on one or more GPUs."""
+    name = type(index).__name__
+    return name.startswith("Gpu") or name in ("IndexReplicas", "IndexShards")
+
+
+def _to_gpu(index: faiss.Index, use_gpu: bool | None, spec: str) -> faiss.Index:
+    """Move a CPU index to the GPUs as :func:`build_index` does (``None``: when available)."""
+    gpus = faiss.get_num_gpus() if hasattr(faiss, "StandardGpuResources") else 0
+    if not (use_gpu or (use_gpu is None and gpus > 0)):
+        return index
+    if gpus == 0:
+        raise ValueError("use_gpu=True, but faiss sees no GPU (is faiss-gpu installed?)")
+    try:
+        return faiss.index_cpu_to_all_gpus(index)
+    except RuntimeError as err:
+        if use_gpu:
+            raise ValueError(f"index {spec!r} cannot move to the GPU: {err}") from None
+        return index
+
+
+def _as_list(raw: Any) -> list[Any]:
+    """A single raw id or a list-like of them, as a list."""
+    if pd.api.types.is_list_like(raw):
+        return list(raw)
+    return [raw]
+
+
+def _check_k(k: int | None, default: int) -> int:
+    k = default if k is None else k
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k has to be a positive integer, got {k!r}")
+    return int(k)
+
+
+class Retriever:
+    """Top-K retrieval by raw id over a trained model's user and item vectors.
+
+    Build one from a trained module with :meth:`from_module`, or from arrays as below; save it
+    with :meth:`export` and open it again with :meth:`load`.
+
+    Args:
+        user_embeddings: ``(num_users, d)`` user vectors, already prepared for the index
+            (:meth:`Similarity.prepare`, e.g. L2-normalised for cosine).
+        item_embeddings: ``(num_items, d)`` item vectors, prepared likewise.
+        user_ids: Raw user ids, one per row of ``user_embeddings``.
+        item_ids: Raw item ids, one per row of ``item_embeddings``.
+        similarity: ``"cosine"``, ``"dot"`` or ``"euclidean"``; chooses the index metric.
+        seen: Items (indices) each user has already seen, row ``u`` for user ``u``; these are
+            left out of :meth:`recommend` with ``exclude_seen=True``. ``None``: nothing seen.
+        index: FAISS index-factory string (``"Flat"`` is exact; e.g. ``"HNSW32"``,
+            ``"IVF1024,Flat"``), see :func:`~lit_matching.retrieval.search.build_index`.
+        search_params: Search-time parameters such as ``{"efSearch": 128}``.
+        default_k: Number of results when ``k`` is not given.
+        use_gpu: Put the index on the GPUs; ``None`` does when faiss sees one.
+        faiss_index: A ready index over ``item_embeddings`` (as read by :meth:`load`) instead
+            of building one.
+
+    Example:
+        >>> vectors = np.array([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7]], dtype=np.float32)
+        >>> seen = ItemSets.from_pairs(np.array([0]), np.array([0]), 2, 3)
+        >>> retriever = Retriever(vectors[:2], vectors, ["ann", "bob"], [10, 20, 30], "dot", seen)
+        >>> retriever.recommend("ann", k=2)
+          user_id  rank  item_id  score
+        0     ann     1       30    0.7
+        1     ann     2       20    0.0
+        >>> retriever.recommend(["bob"], k=1, exclude_seen=False).item_id.tolist()
+        [20]
+        >>> retriever.similar_items(10, k=1)[["item_id", "similar_item_id"]].values.tolist()
+        [[10, 30]]
+    """
+
+    def __init__(
+        self,
+        user_embeddings: np.ndarray,
+        item_embeddings: np.ndarray,
+        user_ids: Sequence[Any],
+        item_ids: Sequence[Any],
+        similarity: str | Similarity = "cosine",
+        seen: ItemSets | None = None,
+        index: str = EXACT,
+        search_params: Mapping[str, float] | None = None,
+        default_k: int = DEFAULT_K,
+        use_gpu: bool | None = None,
+        faiss_index: faiss.Index | None = None,
+    ):
+        users = np.ascontiguousarray(user_embeddings, dtype=np.float32)
+        items = np.ascontiguousarray(item_embeddings, dtype=np.float32)
+        if users.ndim != 2 or items.ndim != 2 or users.shape[1] != items.shape[1]:
+            raise ValueError(
+                f"user and item embeddings must be 2-D with the same width, got shapes "
+                f"{users.shape} and {items.shape}"
+            )
+        if len(items) == 0:
+            raise ValueError("there are no items to retrieve")
+        if len(user_ids) != len(users) or len(item_ids) != len(items):
+            raise ValueError(
+                f"{len(user_ids)} user ids for {len(users)} user vectors and {len(item_ids)} "
+                f"item ids for {len(items)} item vectors: there must be one id per vector"
+            )
+        if seen is not None and (seen.num_rows != len(users) or seen.num_items != len(items)):
+            raise ValueError(
+                f"seen items cover {seen.num_rows} users x {seen.num_items} items, but there "
+                f"are {len(users)} users x {len(items)} items"
+            )
+        self._similarity = get_similarity(similarity)
+        self._user_embeddings, self._item_embeddings = users, items
+        self._user_index = _id_index(user_ids, "user")
+        self._item_index = _id_index(item_ids, "item")
+        self._seen = seen
+        self._spec = index
+        self._search_params = dict(search_params or {})
+        self.default_k = _check_k(default_k, DEFAULT_K)
+        metric = self._similarity.faiss_metric
+        if faiss_index is None:
+            faiss_index = build_index(items, metric, index, self._search_params, use_gpu)
+        elif faiss_index.ntotal != len(items) or faiss_index.d != items.shape[1]:
+            raise ValueError(
+                f"faiss_index holds {faiss_index.ntotal} vectors of size {faiss_index.d}, but "
+                f"there are {len(items)} items of size {items.shape[1]}"
+            )
+        self._index = faiss_index
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_module(
+        cls,
+        module: _Encoder,
+        datamodule: Any,
+        index: str = EXACT,
+        search_params: Mapping[str, float] | None = None,
+        batch_size: int = 4096,
+        default_k: int = DEFAULT_K,
+        use_gpu: bool | None = None,
+    ) -> Retriever:
+        """Encode every user and item of ``datamodule`` with a trained ``module``.
+
+        Args:
+            module: A trained :class:`~lit_matching.modules.MatchingModule` (anything with
+                ``encode_users``, ``encode_items`` and ``similarity``).
+            datamodule: The :class:`~lit_matching.data.datamodule.MatchingDataModule` it was
+                trained on: its vocabularies map raw ids, and its train, validation and test
+                items are what each user has seen.
+            index: FAISS index-factory string.
+            search_params: Search-time parameters of the index.
+            batch_size: Users / items encoded per forward pass.
+            default_k: Number of results when ``k`` is not given.
+            use_gpu: Put the index on the GPUs; ``None`` does when faiss sees one.
+
+        Returns:
+            The retriever. The module is encoded in eval mode without gradients, on its own
+            device, and left in the mode it was in.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size has to be a positive integer, got {batch_size!r}")
+        num_users, num_items = datamodule.num_users, datamodule.num_items
+        device = getattr(module, "device", None)
+        if device is None:
+            device = next(module.parameters(), torch.empty(0)).device
+        was_training = module.training
+        module.eval()
+        try:
+            with torch.no_grad():
+                users = cls._encode(module.encode_users, num_users, device, batch_size)
+                items = cls._encode(module.encode_items, num_items, device, batch_size)
+        finally:
+            module.train(was_training)
+        seen = datamodule.train_items.union(datamodule.val_items).union(datamodule.test_items)
+        return cls(
+            users,
+            items,
+            datamodule.user_vocab.to_list(),
+            datamodule.item_vocab.to_list(),
+            similarity=module.similarity,
+            seen=seen,
+            index=index,
+            search_params=search_params,
+            default_k=default_k,
+            use_gpu=use_gpu,
+        )
+
+    @staticmethod
+    def _encode(encode: Any, count: int, device: torch.device, batch_size: int) -> np.ndarray:
+        chunks = [
+            encode(torch.arange(start, min(start + batch_size, count), device=device))
+            .float()
+            .cpu()
+            .numpy()
+            for start in range(0, count, batch_size)
+        ]
+        return np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def user_ids(self) -> list[Any]:
+        """Raw user ids in index order."""
+        return self._user_index.tolist()
+
+    @property
+    def item_ids(self) -> list[Any]:
+        """Raw item ids in index order."""
+        return self._item_index.tolist()
+
+    @property
+    def similarity(self) -> str:
+        """Name of the similarity (``"cosine"``, ``"dot"`` or ``"euclidean"``)."""
+        return self._similarity.name
+
+    @property
+    def metric(self) -> FaissMetric:
+        """FAISS metric of the index, ``"l2"`` or ``"ip"``."""
+        return self._similarity.faiss_metric
+
+    @property
+    def index_spec(self) -> str:
+        """FAISS index-factory string of the index."""
+        return self._spec
+
+    @property
+    def search_params(self) -> dict[str, float]:
+        """Search-time parameters of the index."""
+        return dict(self._search_params)
+
+    @property
+    def index(self) -> faiss.Index:
+        """The FAISS index over the item vectors."""
+        return self._index
+
+    @property
+    def user_embeddings(self) -> np.ndarray:
+        """``(num_users, dimension)`` float32 user vectors, as prepared for the index."""
+        return self._user_embeddings
+
+    @property
+    def item_embeddings(self) -> np.ndarray:
+        """``(num_items, dimension)`` float32 item vectors, as prepared for the index."""
+        return self._item_embeddings
+
+    @property
+    def seen(self) -> ItemSets | None:
+        """Item indices each user has seen (``None`` if not known)."""
+        return self._seen
+
+    @property
+    def num_users(self) -> int:
+        """Number of users."""
+        return len(self._user_embeddings)
+
+    @property
+    def num_items(self) -> int:
+        """Number of items."""
+        return len(self._item_embeddings)
+
+    @property
+    def dimension(self) -> int:
+        """Size of the vectors."""
+        return int(self._item_embeddings.shape[1])
+
+    def __repr__(self) -> str:
+        return (
+            f"Retriever(similarity={self.similarity!r}, index={self._spec!r}, "
+            f"num_users={self.num_users}, num_items={self.num_items}, dimension={self.dimension})"
+        )
+
+    # ------------------------------------------------------------------ retrieval
+    @staticmethod
+    def _positions(vocab: pd.Index, raw: Iterable[Any], what: str) -> np.ndarray:
+        raw = list(raw)
+        if not raw:
+            return np.zeros(0, dtype=np.int64)
+        positions = vocab.get_indexer(pd.Index(raw, dtype=object))
+        if (positions < 0).any():
+            unknown = [value for value, pos in zip(raw, positions, strict=True) if pos < 0]
+            shown = ", ".join(repr(value) for value in unknown[:10])
+            more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+            raise KeyError(f"unknown {what} id(s): {shown}{more}")
+        return positions.astype(np.int64)
+
+    def _frame(
+        self,
+        vocab: pd.Index,
+        queries: np.ndarray,
+        items: np.ndarray,
+        scores: np.ndarray,
+        columns: tuple[str, str, str, str],
+    ) -> pd.DataFrame:
+        """One row per found item (``-1`` fill dropped), queries in the order asked."""
+        rows, cols = np.nonzero(items >= 0)
+        return pd.DataFrame(
+            {
+                columns[0]: vocab.to_numpy()[queries[rows]],
+                columns[1]: (cols + 1).astype(np.int64),
+                columns[2]: self._item_index.to_numpy()[items[rows, cols]],
+                columns[3]: scores[rows, cols].astype(np.float32),
+            }
+        )
+
+    def recommend(
+        self, raw_user_ids: Any, k: int | None = None, exclude_seen: bool = True
+    ) -> pd.DataFrame:
+        """Top ``k`` items for each user, best first.
+
+        Args:
+            raw_user_ids: One raw user id or a list of them.
+            k: Items per user (default :attr:`default_k`).
+            exclude_seen: Never return an item the user has already seen.
+
+        Returns:
+            Columns ``user_id``, ``rank`` (1-based), ``item_id`` (raw) and ``score`` (higher =
+            closer), ``k`` rows per user in the order asked, fewer when fewer unseen items
+            remain.
+
+        Raises:
+            KeyError: Naming the unknown user ids.
+        """
+        k = min(_check_k(k, self.default_k), self.num_items)
+        query_ids = _as_list(raw_user_ids)
+        users = self._positions(self._user_index, query_ids, "user")
+        exclude = self._seen.select(users) if exclude_seen and self._seen is not None else None
+        if len(users):
+            items, scores = search_top_k(self._index, self._user_embeddings[users], k, exclude)
+        else:
+            items, scores = np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
+        columns = ("user_id", "rank", "item_id", "score")
+        return self._frame(self._user_index, users, items, scores, columns)
+
+    def similar_items(self, raw_item_ids: Any, k: int | None = None) -> pd.DataFrame:
+        """The ``k`` items closest to each given item, never the item itself.
+
+        Args:
+            raw_item_ids: One raw item id or a list of them.
+            k: Similar items per item (default :attr:`default_k`).
+
+        Returns:
+            Columns ``item_id``, ``rank`` (1-based), ``similar_item_id`` and ``score``
+            (higher = closer, under the model's similarity).
+
+        Raises:
+            KeyError: Naming the unknown item ids.
+        """
+        k = min(_check_k(k, self.default_k), self.num_items)
+        query_ids = _as_list(raw_item_ids)
+        queries = self._positions(self._item_index, query_ids, "item")
+        itself = ItemSets.from_pairs(np.arange(len(queries)), queries, len(queries), self.num_items)
+        if len(queries):
+            items, scores = search_top_k(self._index, self._item_embeddings[queries], k, itself)
+        else:
+            items, scores = np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
+        columns = ("item_id", "rank", "similar_item_id", "score")
+        return self._frame(self._item_index, queries, items, scores, columns)
+
+    # ------------------------------------------------------------------ export / load
+    def meta(self) -> dict[str, Any]:
+        """What ``meta.json`` of an export holds."""
+        return {
+            "format_version": FORMAT_VERSION,
+            "lit_matching_version": _version(),
+            "similarity": self.similarity,
+            "metric": self.metric,
+            "index": self._spec,
+            "search_params": self._search_params,
+            "dimension": self.dimension,
+            "num_users": self.num_users,
+            "num_items": self.num_items,
+            "default_k": self.default_k,
+            "dtype": "float32",
+            "files": list(_FILES),
+        }
+
+    def export(self, directory: str | os.PathLike[str], overwrite: bool = False) -> Path:
+        """Write the retriever to ``directory``, readable with numpy, json and faiss alone.
+
+        The files are written into a temporary sibling directory, ``meta.json`` last, which
+        is then renamed to ``directory``: a crash leaves no half-written export under that name.
+
+        Args:
+            directory: Where to write (must not exist unless ``overwrite``).
+            overwrite: Replace an existing export (a directory holding ``meta.json``, or an
+                empty one).
+
+        Returns:
+            The path of the export.
+        """
+        target = Path(directory)
+        if target.exists() and not overwrite:
+            raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
+        if target.exists() and (
+            not target.is_dir() or (any(target.iterdir()) and not (target / _META).is_file())
+        ):
+            raise ValueError(f"{target} exists and is not a retriever export: not replacing it")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        try:
+            self._write(temp)
+            if target.exists():
+                old = Path(
+                    tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent)
+                )
+                os.replace(target, old / target.name)
+                os.replace(temp, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(temp, target)
+        except BaseException:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
+        return target
+
+    def _write(self, path: Path) -> None:
+        np.save(path / _USER_EMB, self._user_embeddings, allow_pickle=False)
+        np.save(path / _ITEM_EMB, self._item_embeddings, allow_pickle=False)
+        for name, vocab, what in (
+            (_USER_IDS, self._user_index, "user"),
+            (_ITEM_IDS, self._item_index, "item"),
+        ):
+            ids = [_json_id(value, what) for value in vocab.tolist()]
+            (path / name).write_text(json.dumps(ids, allow_nan=False), encoding="utf-8")
+        seen = self._seen
+        if seen is None:
+            empty = np.zeros(0, np.int64)
+            seen = ItemSets(np.zeros(self.num_users + 1, np.int64), empty, self.num_items)
+        with open(path / _SEEN, "wb") as file:
+            np.savez(
+                file,
+                indptr=np.asarray(seen.indptr, dtype=np.int64),
+                indices=np.asarray(seen.indices, dtype=np.int64),
+            )
+        index = faiss.index_gpu_to_cpu(self._index) if _on_gpu(self._index) else self._index
+        faiss.write_index(index, str(path / _INDEX))
+        meta = json.dumps(self.meta(), indent=2, allow_nan=False)
+        (path / _META).write_text(meta + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str], use_gpu: bool | None = False) -> Retriever:
+        """Open a directory written by :meth:`export` (nothing is unpickled).
+
+        Args:
+            directory: The export.
+            use_gpu: Move the index to the GPUs (``None``: when faiss sees one).
+
+        Raises:
+            FileNotFoundError: A file of the export is missing (named).
+            ValueError: A file is unreadable, of another format version, or disagrees with
+                ``meta.json`` (the file and the mismatch are named).
+        """
+        path = Path(directory)
+        if not path.is_dir():
+            raise FileNotFoundError(f"{path} is not a directory (no retriever export there)")
+        meta = _read_meta(path)
+        missing = [name for name in _FILES if not (path / name).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"retriever export {path} is incomplete: missing {', '.join(missing)}"
+            )
+        dim, num_users, num_items = meta["dimension"], meta["num_users"], meta["num_items"]
+        users = _read_embeddings(path / _USER_EMB, num_users, dim, "num_users")
+        items = _read_embeddings(path / _ITEM_EMB, num_items, dim, "num_items")
+        user_ids = _read_ids(path / _USER_IDS, num_users, "num_users")
+        item_ids = _read_ids(path / _ITEM_IDS, num_items, "num_items")
+        seen = _read_seen(path / _SEEN, num_users, num_items)
+        index = _read_index(path / _INDEX, meta)
+        index = _to_gpu(index, use_gpu, meta["index"])
+        try:
+            return cls(
+                users,
+                items,
+                user_ids,
+                item_ids,
+                similarity=meta["similarity"],
+                seen=seen,
+                index=meta["index"],
+                search_params=meta["search_params"],
+                default_k=meta["default_k"],
+                faiss_index=index,
+            )
+        except ValueError as err:
+            raise ValueError(f"retriever export {path}: {err}") from None
+
+
+def _version() -> str:
+    from lit_matching import __version__  # here: lit_matching/__init__ may import this module
+
+    return __version__
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    file = path / _META
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"{file} not found: {path} is not a complete retriever export (meta.json is "
+            f"written last, so the export was never finished)"
+        )
+    try:
+        meta = json.loads(file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{file} is not valid JSON: {err}") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{file} must hold a JSON object, got {type(meta).__name__}")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"{file} has format_version {version!r}; this lit_matching ({_version()}) reads "
+            f"format_version {FORMAT_VERSION} only"
+        )
+    expected: dict[str, type | tuple[type, ...]] = {
+        "similarity": str,
+        "metric": str,
+        "index": str,
+        "search_params": (dict, type(None)),
+        "dimension": int,
+        "num_users": int,
+        "num_items": int,
+        "default_k": int,
+    }
+    for key, kind in expected.items():
+        if key not in meta:
+            raise ValueError(f"{file} has no {key!r} entry")
+        if not isinstance(meta[key], kind) or isinstance(meta[key], bool):
+            raise ValueError(f"{file}: {key!r} has the wrong type: {meta[key]!r}")
+    for key in ("dimension", "num_users", "num_items"):
+        if meta[key] < (1 if key != "num_users" else 0):
+            raise ValueError(f"{file}: {key!r} must be positive, got {meta[key]}")
+    try:
+        similarity = get_similarity(meta["similarity"])
+    except ValueError as err:
+        raise ValueError(f"{file}: {err}") from None
+    if meta["metric"] != similarity.faiss_metric:
+        raise ValueError(
+            f"{file}: metric {meta['metric']!r} does not match similarity "
+            f"{similarity.name!r} (which needs {similarity.faiss_metric!r})"
+        )
+    return meta
+
+
+def _read_embeddings(file: Path, rows: int, dim: int, count_key: str) -> np.ndarray:
+    try:
+        array = np.load(file, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(f"{file} is not a readable .npy array (truncated?): {err}") from None
+    if not isinstance(array, np.ndarray) or array.dtype != np.float32:
+        raise ValueError(f"{file} must hold float32 vectors, got {getattr(array, 'dtype', None)}")
+    if array.shape != (rows, dim):
+        raise ValueError(
+            f"{file} has shape {array.shape}, but meta.json says {count_key}={rows} and "
+            f"dimension={dim}: expected {(rows, dim)}"
+        )
+    return array
+
+
+def _read_ids(file: Path, count: int, count_key: str) -> list[Any]:
+    try:
+        ids = json.loads(file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{file} is not valid JSON (truncated?): {err}") from None
+    if not isinstance(ids, list):
+        raise ValueError(f"{file} must hold a JSON list of ids, got {type(ids).__name__}")
+    if len(ids) != count:
+        raise ValueError(f"{file} has {len(ids)} ids, but meta.json says {count_key}={count}")
+    return ids
+
+
+def _read_seen(file: Path, num_users: int, num_items: int) -> ItemSets:
+    try:
+        with np.load(file, allow_pickle=False) as arrays:
+            missing = {"indptr", "indices"} - set(arrays.files)
+            if missing:
+                raise ValueError(f"{file} lacks array(s) {sorted(missing)}")
+            indptr, indices = arrays["indptr"], arrays["indices"]
+    except (OSError, EOFError) as err:
+        raise ValueError(f"{file} is not a readable .npz archive (truncated?): {err}") from None
+    except ValueError as err:
+        raise ValueError(f"{file} is not a readable .npz archive: {err}") from None
+    if (
+        indptr.ndim != 1
+        or indices.ndim != 1
+        or not (
+            np.issubdtype(indptr.dtype, np.integer) and np.issubdtype(indices.dtype, np.integer)
+        )
+    ):
+        raise ValueError(f"{file}: indptr and indices must be 1-D integer arrays")
+    if len(indptr) != num_users + 1:
+        raise ValueError(
+            f"{file}: indptr has {len(indptr)} entries, but meta.json says num_users="
+            f"{num_users}: expected {num_users + 1}"
+        )
+    if (
+        indptr[0] != 0
+        or indptr[-1] != len(indices)
+        or (len(indptr) > 1 and (np.diff(indptr) < 0).any())
+    ):
+        raise ValueError(f"{file}: indptr must rise from 0 to len(indices) = {len(indices)}")
+    if len(indices) and (indices.min() < 0 or indices.max() >= num_items):
+        raise ValueError(
+            f"{file}: item indices must lie in [0, {num_items}) (meta.json num_items), got "
+            f"[{indices.min()}, {indices.max()}]"
+        )
+    rows = np.repeat(np.arange(num_users), np.diff(indptr))
+    # Rebuilt so that each row is sorted and distinct, as ItemSets requires.
+    return ItemSets.from_pairs(rows, indices, num_users, num_items)
+
+
+def _read_index(file: Path, meta: dict[str, Any]) -> faiss.Index:
+    try:
+        index = faiss.read_index(str(file))
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ValueError(f"{file} is not a readable FAISS index (truncated?): {first}") from None
+    if index.ntotal != meta["num_items"] or index.d != meta["dimension"]:
+        raise ValueError(
+            f"{file} holds {index.ntotal} vectors of size {index.d}, but meta.json says "
+            f"num_items={meta['num_items']} and dimension={meta['dimension']}"
+        )
+    if index.metric_type != _METRIC_TYPES[meta["metric"]]:
+        raise ValueError(
+            f"{file} has FAISS metric type {index.metric_type}, but meta.json says metric="
+            f"{meta['metric']!r}"
+        )
+    params = meta["search_params"] or {}
+    if params:
+        space = faiss.ParameterSpace()
+        for name, value in params.items():
+            try:
+                space.set_index_parameter(index, name, value)
+            except RuntimeError:
+                raise ValueError(
+                    f"{file}: index {meta['index']!r} has no search parameter {name!r} "
+                    f"(from meta.json search_params)"
+                ) from None
+    return index
+
+
+def export_retriever(
+    module: _Encoder, datamodule: Any, directory: str | os.PathLike[str], **kwargs: Any
+) -> Path:
+    """Encode ``datamodule``'s users and items with ``module`` and export them to ``directory``.
+
+    Args:
+        module: The trained module (see :meth:`Retriever.from_module`).
+        datamodule: The data it was trained on.
+        directory: Where to write the export.
+        **kwargs: ``overwrite`` goes to :meth:`Retriever.export`, everything else (``index``,
+            ``search_params``, ``batch_size``, ...) to :meth:`Retriever.from_module`.
+
+    Returns:
+        The path of the export (open it with :meth:`Retriever.load`).
+    """
+    overwrite = kwargs.pop("overwrite", False)
+    return Retriever.from_module(module, datamodule, **kwargs).export(directory, overwrite)

@@ -1,0 +1,91 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lit_matching.data.item_sets import EvalSet, ItemSets
+from lit_matching.retrieval.evaluation import evaluate_retrieval
+
+
+def test_validation_under_two_process_ddp_equals_single_process(tmp_path):
+    worker = Path(__file__).with_name("ddp_validate_worker.py")
+    runs = {}
+    for devices in (1, 2):
+        out = tmp_path / str(devices)
+        out.mkdir()
+        done = subprocess.run(
+            [sys.executable, str(worker), str(out), str(devices)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[devices] = [json.loads(p.read_text()) for p in sorted(out.glob("rank*.json"))]
+    single = runs[1][0]
+    assert len(runs[2]) == 2  # both ranks evaluated
+    for rank in runs[2]:
+        assert rank["results"] == single["results"]  # exactly, not approximately
+        assert rank["logged"] == pytest.approx(single["logged"], abs=1e-7)  # float32 logging
+    assert single["results"]["recall@10"] > 0
+
+
+def random_case(seed=0, users=60, items=80, dim=8):
+    rng = np.random.default_rng(seed)
+    rows = np.arange(users)
+    seen = [rng.choice(items, size=rng.integers(1, 30), replace=False) for _ in rows]
+    targets = [rng.choice(np.setdiff1d(np.arange(items), s), size=2, replace=False) for s in seen]
+    eval_set = EvalSet(
+        users=rows,
+        targets=ItemSets.from_pairs(np.repeat(rows, 2), np.concatenate(targets), users, items),
+        exclude=ItemSets.from_pairs(
+            np.repeat(rows, [len(s) for s in seen]), np.concatenate(seen), users, items
+        ),
+    )
+    return (
+        rng.normal(size=(users, dim)).astype(np.float32),
+        rng.normal(size=(items, dim)).astype(np.float32),
+        eval_set,
+    )
+
+
+def test_metrics_do_not_depend_on_batch_size():
+    users, items, eval_set = random_case()
+    reference = evaluate_retrieval(users, items, "ip", eval_set, ks=(5, 10), batch_size=4096)
+    for batch_size in (1, 7, 59):
+        assert (
+            evaluate_retrieval(users, items, "ip", eval_set, ks=(5, 10), batch_size=batch_size)
+            == reference
+        )
+
+
+def test_model_that_ranks_the_target_first_gets_recall_one():
+    users, items, eval_set = random_case(seed=1)
+    # each user's vector is the first target's item vector; its seen items are excluded, so
+    # with an inner-product index on unit vectors the target is the best unseen item
+    items /= np.linalg.norm(items, axis=1, keepdims=True)
+    first = np.array([eval_set.targets.row(u)[0] for u in range(len(users))])
+    perfect = items[first]
+    metrics = evaluate_retrieval(perfect, items, "ip", eval_set, ks=(1, 10))
+    assert metrics["hit_rate@1"] == 1.0 and metrics["mrr@10"] == 1.0
+    assert metrics["recall@1"] == 0.5  # two targets each, one found at rank 1
+
+
+def test_approximate_index_reports_ann_recall():
+    users, items, eval_set = random_case(seed=2, items=400)
+    exact = evaluate_retrieval(users, items, "l2", eval_set, ks=(10,))
+    assert "ann_recall@10" not in exact
+    approx = evaluate_retrieval(
+        users, items, "l2", eval_set, ks=(10,), index="HNSW8", search_params={"efSearch": 400}
+    )
+    assert approx["ann_recall@10"] == pytest.approx(1.0)  # efSearch = catalogue: exhaustive
+    rough = evaluate_retrieval(
+        users, items, "l2", eval_set, ks=(10,), index="IVF16,Flat", search_params={"nprobe": 1}
+    )
+    assert 0.0 < rough["ann_recall@10"] < 1.0
+    with pytest.raises(ValueError, match="no search parameter 'nprobe'"):
+        evaluate_retrieval(
+            users, items, "l2", eval_set, ks=(10,), index="HNSW8", search_params={"nprobe": 4}
+        )
