@@ -71,6 +71,14 @@ def test_model_that_ranks_the_target_first_gets_recall_one():
     metrics = evaluate_retrieval(perfect, items, "ip", eval_set, ks=(1, 10))
     assert metrics["hit_rate@1"] == 1.0 and metrics["mrr@10"] == 1.0
     assert metrics["recall@1"] == 0.5  # two targets each, one found at rank 1
+    # with one held-out item per user (leave-one-out), that model has recall 1.0 at rank 1
+    single = EvalSet(
+        eval_set.users,
+        ItemSets.from_pairs(np.arange(len(first)), first, *eval_set.targets.shape),
+        eval_set.exclude,
+    )
+    once = evaluate_retrieval(perfect, items, "ip", single, ks=(1, 10))
+    assert once["recall@1"] == once["ndcg@10"] == once["map@10"] == 1.0
 
 
 def test_approximate_index_reports_ann_recall():

@@ -59,6 +59,11 @@ class ItemSets:
         return cls(indptr=indptr, indices=keys % num_items, num_items=num_items)
 
     @property
+    def shape(self) -> tuple[int, int]:
+        """``(num_rows, num_items)``."""
+        return self.num_rows, self.num_items
+
+    @property
     def num_rows(self) -> int:
         """Number of rows."""
         return len(self.indptr) - 1
