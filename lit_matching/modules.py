@@ -25,6 +25,7 @@ from typing_extensions import override
 
 from lit_matching.losses import bce_loss, bpr_loss, softmax_loss
 from lit_matching.similarity import SimilarityName, get_similarity
+from lit_matching.towers import Features, as_features
 
 __all__ = ["ListwiseMatching", "MatchingModule", "PairwiseMatching", "PointwiseMatching"]
 
@@ -69,13 +70,30 @@ class MatchingModule(pl.LightningModule):
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
 
-    def encode_users(self, users: Tensor) -> Tensor:
-        """User vectors, ready for the FAISS index (normalised for cosine)."""
-        return self.similarity.prepare(self.user_tower(users))
+    #: Batch keys passed to the user tower besides the user ids, when present.
+    user_feature_keys: ClassVar[tuple[str, ...]] = ("history", "history_length")
 
-    def encode_items(self, items: Tensor) -> Tensor:
-        """Item vectors, ready for the FAISS index (normalised for cosine)."""
-        return self.similarity.prepare(self.item_tower(items))
+    def encode_users(self, users: Features | Tensor) -> Tensor:
+        """User vectors, ready for the FAISS index (normalised for cosine).
+
+        Args:
+            users: User features (``{"ids": ..., "history": ..., ...}``) or user indices.
+        """
+        return self.similarity.prepare(self.user_tower(as_features(users)))
+
+    def encode_items(self, items: Features | Tensor) -> Tensor:
+        """Item vectors, ready for the FAISS index (normalised for cosine).
+
+        Args:
+            items: Item features (``{"ids": ...}``) or item indices, any shape.
+        """
+        return self.similarity.prepare(self.item_tower(as_features(items)))
+
+    def batch_users(self, batch: dict[str, Tensor]) -> Features:
+        """The user features of a training batch: its users and, if present, their history."""
+        return {"ids": batch["users"]} | {
+            key: batch[key] for key in self.user_feature_keys if key in batch
+        }
 
     @abstractmethod
     def compute_loss(self, batch: dict[str, Tensor]) -> Tensor:
@@ -112,8 +130,8 @@ class MatchingModule(pl.LightningModule):
 
     @override
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        """User embeddings of a ``{"users": ...}`` batch."""
-        return {"users": batch["users"], "embeddings": self.encode_users(batch["users"])}
+        """User embeddings of a ``{"users": ...}`` batch (with history, if present)."""
+        return {"users": batch["users"], "embeddings": self.encode_users(self.batch_users(batch))}
 
     @override
     def configure_optimizers(self) -> Any:
@@ -160,7 +178,7 @@ class PointwiseMatching(MatchingModule):
     @override
     def compute_loss(self, batch: dict[str, Tensor]) -> Tensor:
         scores = self.similarity.rowwise(
-            self.encode_users(batch["users"]), self.encode_items(batch["items"])
+            self.encode_users(self.batch_users(batch)), self.encode_items(batch["items"])
         )
         return bce_loss(scores, batch["labels"], self.temperature)
 
@@ -204,7 +222,7 @@ class PairwiseMatching(MatchingModule):
 
     @override
     def compute_loss(self, batch: dict[str, Tensor]) -> Tensor:
-        users = self.encode_users(batch["users"])
+        users = self.encode_users(self.batch_users(batch))
         pos = self.similarity.rowwise(users, self.encode_items(batch["pos_items"]))
         neg = self.similarity.rowwise(users.unsqueeze(1), self.encode_items(batch["neg_items"]))
         return bpr_loss(pos, neg, self.temperature)
@@ -261,7 +279,7 @@ class ListwiseMatching(MatchingModule):
 
     def logits(self, batch: dict[str, Tensor]) -> Tensor:
         """``(B, 1 + N [+ B])`` scores, positive in column 0, accidental hits at ``-inf``."""
-        users = self.encode_users(batch["users"])
+        users = self.encode_users(self.batch_users(batch))
         pos_items = self.encode_items(batch["pos_items"])
         columns = [
             self.similarity.rowwise(users, pos_items).unsqueeze(1),

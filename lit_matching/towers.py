@@ -1,15 +1,33 @@
-"""Towers: plain ``nn.Module`` encoders that map ids to embeddings.
+"""Towers: plain ``nn.Module`` encoders of users or items.
 
-A tower takes a batch of contiguous indices (as produced by :class:`MatchingDataModule`) and
-returns one embedding per index. Towers know nothing about Lightning, losses or similarity, so
-any ``nn.Module`` with that contract can be used as a user or item tower.
+The contract: ``tower(features) -> Tensor`` maps a dict of feature tensors to one vector per
+row. Every side has ``"ids"`` (contiguous user or item indices, any shape); the user side also
+has ``"history"`` ``(B, L)`` (past items, left-padded with ``num_items``) and
+``"history_length"`` ``(B,)`` when :class:`MatchingDataModule` is built with
+``history_length > 0``. Towers know nothing about Lightning, losses or similarity, so any
+``nn.Module`` with that contract can be a user or item tower.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from torch import Tensor, nn
 
-__all__ = ["IDEmbeddingTower"]
+__all__ = ["Features", "IDEmbeddingTower", "as_features"]
+
+Features = Mapping[str, Tensor]
+
+
+def as_features(features: Features | Tensor) -> Features:
+    """``features`` as a feature dict; a bare tensor is taken as ``{"ids": tensor}``.
+
+    Example:
+        >>> import torch
+        >>> sorted(as_features(torch.tensor([1, 2])))
+        ['ids']
+    """
+    return {"ids": features} if isinstance(features, Tensor) else features
 
 
 class IDEmbeddingTower(nn.Module):
@@ -23,7 +41,7 @@ class IDEmbeddingTower(nn.Module):
     Example:
         >>> import torch
         >>> tower = IDEmbeddingTower(num_embeddings=10, embedding_dim=4)
-        >>> tower(torch.tensor([0, 3, 9])).shape
+        >>> tower({"ids": torch.tensor([0, 3, 9])}).shape
         torch.Size([3, 4])
     """
 
@@ -41,6 +59,6 @@ class IDEmbeddingTower(nn.Module):
         """Size of the output vectors."""
         return self.embedding.embedding_dim
 
-    def forward(self, ids: Tensor) -> Tensor:
-        """Embeddings of ``ids``: ``(...) -> (..., embedding_dim)``."""
-        return self.embedding(ids)
+    def forward(self, features: Features | Tensor) -> Tensor:
+        """Embeddings of ``features["ids"]``: ``(...) -> (..., embedding_dim)``."""
+        return self.embedding(as_features(features)["ids"])

@@ -136,3 +136,25 @@ def test_files_keep_their_own_column_names(small_log, tmp_path):
     assert (dm.num_users, dm.num_items) == (40, 30)
     with pytest.raises(ValueError, match=r"no column\(s\) \['user_id', 'timestamp'\]"):
         MatchingDataModule(interactions=str(path)).setup("fit")
+
+
+@pytest.mark.parametrize(
+    ("stage", "parts"),
+    [("val", ["train"]), ("test", ["train", "val"]), ("serve", ["train", "val", "test"])],
+)
+def test_user_features_hold_the_latest_known_history(small_log, stage, parts):
+    dm = MatchingDataModule(interactions=small_log, history_length=4)
+    users = np.array([3, 0, 17])
+    features = dm.user_features(stage, users)
+    assert features["ids"].tolist() == users.tolist()
+    known = pd.concat([getattr(dm.splits, p) for p in parts]).sort_values("order")
+    for row, user in enumerate(users):
+        expected = known[known.user == user].item.tolist()[-4:]
+        assert features["history_length"][row] == len(expected)
+        assert features["history"][row].tolist()[-len(expected) :] == expected
+    if stage != "serve":  # the evaluated target is never in its own history
+        targets = getattr(dm.splits, stage)
+        for row, user in enumerate(users):
+            target = targets[targets.user == user].item.tolist()
+            assert not set(target) & set(features["history"][row].tolist())
+    assert set(MatchingDataModule(interactions=small_log).user_features(stage, users)) == {"ids"}

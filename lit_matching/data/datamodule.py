@@ -8,8 +8,10 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import torch
 from pytorch_lightning import LightningDataModule
 from pytorch_lightning.utilities import rank_zero_info
+from torch import Tensor
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
 from lit_matching.data.cleaning import drop_duplicates, k_core, keep_min_rating
@@ -358,17 +360,53 @@ class MatchingDataModule(LightningDataModule):
             )
         return UniformNegativeSampler(self.train_items)
 
+    def _history_source(self, stage: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(users, items, order)`` a history may draw from at ``stage``: what is known then."""
+        parts = {
+            "train": ["train"],
+            "val": ["train"],
+            "test": ["train", "val"],
+            "serve": ["train", "val", "test"],
+        }[stage]
+        source = pd.concat([getattr(self.splits, p) for p in parts], ignore_index=True)
+        return source.user.to_numpy(), source.item.to_numpy(), source.order.to_numpy()
+
     def _history(self, part: pd.DataFrame, stage: str) -> HistoryLookup | None:
         if not self.history_length:
             return None
-        sources = [self.splits.train] + ([self.splits.val] if stage == "test" else [])
-        source = pd.concat(sources, ignore_index=True)
         return HistoryLookup.build(
-            (source.user.to_numpy(), source.item.to_numpy(), source.order.to_numpy()),
+            self._history_source(stage),
             (part.user.to_numpy(), part.order.to_numpy()),
             self.history_length,
             pad=self.num_items,
         )
+
+    def user_features(self, stage: str, users: np.ndarray) -> dict[str, Tensor]:
+        """Features of ``users`` to encode them at ``stage``: ``"val"``, ``"test"`` or ``"serve"``.
+
+        Always ``"ids"``; with ``history_length > 0`` also ``"history"`` (the user's last items
+        known at that stage: training items for validation, training and validation items for
+        test, everything for serving) and ``"history_length"``.
+
+        Example:
+            >>> dm = MatchingDataModule(history_length=3)
+            >>> features = dm.user_features("test", np.array([0, 5]))
+            >>> {key: tuple(value.shape) for key, value in features.items()}
+            {'ids': (2,), 'history': (2, 3), 'history_length': (2,)}
+        """
+        self._prepare()
+        users = np.asarray(users, dtype=np.int64)
+        features = {"ids": torch.from_numpy(users)}
+        if self.history_length:
+            lookup = HistoryLookup.latest(
+                self._history_source(stage), users, self.history_length, pad=self.num_items
+            )
+            history, lengths = lookup.gather(np.arange(len(users)))
+            features |= {
+                "history": torch.from_numpy(history),
+                "history_length": torch.from_numpy(lengths),
+            }
+        return features
 
     def _tuples(self, stage: str) -> InteractionTuples:
         part = getattr(self.splits, stage)

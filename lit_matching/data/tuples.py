@@ -175,6 +175,29 @@ class HistoryLookup:
             pad=pad,
         )
 
+    @classmethod
+    def latest(
+        cls,
+        source: tuple[np.ndarray, np.ndarray, np.ndarray],
+        users: np.ndarray,
+        length: int,
+        pad: int,
+    ) -> HistoryLookup:
+        """Each of ``users``' last ``length`` source items (all of them, not just the past).
+
+        For evaluation and serving: the history that precedes whatever comes next.
+        """
+        src_users, src_items, src_order = source
+        sort = np.argsort(src_order, kind="stable")
+        sorted_users = src_users[sort]
+        return cls(
+            source_items=np.concatenate([np.full(length, pad), src_items[sort]]).astype(np.int32),
+            starts=(np.searchsorted(sorted_users, users, side="left") + length).astype(np.int32),
+            ends=(np.searchsorted(sorted_users, users, side="right") + length).astype(np.int32),
+            length=length,
+            pad=pad,
+        )
+
     def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(histories (B, length), lengths (B,))`` of the given rows."""
         ends = self.ends[rows]

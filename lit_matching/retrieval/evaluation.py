@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -12,6 +12,7 @@ from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
 from lit_matching.data.item_sets import EvalSet
+from lit_matching.retrieval.encoding import encode_in_batches
 from lit_matching.retrieval.metrics import hit_matrix, retrieval_metrics
 from lit_matching.retrieval.search import (
     EXACT,
@@ -97,19 +98,8 @@ def most_popular_metrics(
 class _Encoder(Protocol):
     similarity: Any
 
-    def encode_users(self, users: Tensor) -> Tensor: ...
-    def encode_items(self, items: Tensor) -> Tensor: ...
-
-
-def _encode(
-    encode: Callable[[Tensor], Tensor], ids: np.ndarray, device: torch.device, batch_size: int
-) -> np.ndarray:
-    chunks = []
-    with torch.no_grad():
-        for start in range(0, len(ids), batch_size):
-            batch = torch.as_tensor(ids[start : start + batch_size], device=device)
-            chunks.append(encode(batch).float().cpu().numpy())
-    return np.concatenate(chunks)
+    def encode_users(self, users: Any) -> Tensor: ...
+    def encode_items(self, items: Any) -> Tensor: ...
 
 
 class RetrievalEvaluator(Callback):
@@ -172,10 +162,19 @@ class RetrievalEvaluator(Callback):
         device: torch.device,
         num_items: int,
         item_counts: np.ndarray | None = None,
+        user_features: Mapping[str, Tensor] | None = None,
     ) -> dict[str, float]:
-        """Encode users and items with ``pl_module`` and compute the metrics."""
-        users = _encode(pl_module.encode_users, eval_set.users, device, self.batch_size)
-        items = _encode(pl_module.encode_items, np.arange(num_items), device, self.batch_size)
+        """Encode users and items with ``pl_module`` and compute the metrics.
+
+        ``user_features`` (one row per ``eval_set.users``, e.g. with their history) default
+        to the user ids alone.
+        """
+        if user_features is None:
+            user_features = {"ids": torch.as_tensor(eval_set.users)}
+        users = encode_in_batches(pl_module.encode_users, user_features, device, self.batch_size)
+        items = encode_in_batches(
+            pl_module.encode_items, {"ids": torch.arange(num_items)}, device, self.batch_size
+        )
         return evaluate_retrieval(
             users,
             items,
@@ -196,12 +195,19 @@ class RetrievalEvaluator(Callback):
                 "RetrievalEvaluator needs a datamodule with eval_set(stage), such as "
                 "MatchingDataModule; pass it as trainer.fit(model, datamodule=...)"
             )
+        eval_set = datamodule.eval_set(stage)
+        features = (
+            datamodule.user_features(stage, eval_set.users)
+            if hasattr(datamodule, "user_features")
+            else None
+        )
         metrics = self.evaluate(
             pl_module,  # type: ignore[arg-type]
-            datamodule.eval_set(stage),
+            eval_set,
             pl_module.device,
             datamodule.num_items,
             getattr(datamodule, "item_counts", None),
+            features,
         )
         self.results[stage] = metrics
         for name, value in metrics.items():

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_matching.data.item_sets import ItemSets
+from lit_matching.retrieval.encoding import encode_in_batches
 from lit_matching.retrieval.search import EXACT, build_index, search_top_k
 from lit_matching.similarity import FaissMetric, Similarity, get_similarity
 
@@ -65,8 +66,8 @@ class _Encoder(Protocol):
     similarity: Similarity
     training: bool
 
-    def encode_users(self, users: Tensor) -> Tensor: ...
-    def encode_items(self, items: Tensor) -> Tensor: ...
+    def encode_users(self, users: Any) -> Tensor: ...
+    def encode_items(self, items: Any) -> Tensor: ...
     def eval(self) -> Any: ...
     def train(self, mode: bool = True) -> Any: ...
     def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
@@ -257,9 +258,16 @@ class Retriever:
         was_training = module.training
         module.eval()
         try:
-            with torch.no_grad():
-                users = cls._encode(module.encode_users, num_users, device, batch_size)
-                items = cls._encode(module.encode_items, num_items, device, batch_size)
+            # Users as known after all the data (their full history, if the model uses one).
+            user_features = (
+                datamodule.user_features("serve", np.arange(num_users))
+                if hasattr(datamodule, "user_features")
+                else {"ids": torch.arange(num_users)}
+            )
+            users = encode_in_batches(module.encode_users, user_features, device, batch_size)
+            items = encode_in_batches(
+                module.encode_items, {"ids": torch.arange(num_items)}, device, batch_size
+            )
         finally:
             module.train(was_training)
         seen = datamodule.train_items.union(datamodule.val_items).union(datamodule.test_items)
@@ -275,17 +283,6 @@ class Retriever:
             default_k=default_k,
             use_gpu=use_gpu,
         )
-
-    @staticmethod
-    def _encode(encode: Any, count: int, device: torch.device, batch_size: int) -> np.ndarray:
-        chunks = [
-            encode(torch.arange(start, min(start + batch_size, count), device=device))
-            .float()
-            .cpu()
-            .numpy()
-            for start in range(0, count, batch_size)
-        ]
-        return np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
 
     # ------------------------------------------------------------------ properties
     @property
