@@ -16,6 +16,7 @@ from lit_matching.retrieval.evaluation import (
     most_popular_metrics,
 )
 from lit_matching.retrieval.retriever import Retriever, export_retriever
+from lit_matching.sequence_towers import GRUTower, HistoryPoolingTower, SelfAttentionTower
 from lit_matching.similarity import Cosine, Dot, Euclidean, Similarity, get_similarity
 from lit_matching.towers import IDEmbeddingTower
 
@@ -25,6 +26,8 @@ __all__ = [
     "Cosine",
     "Dot",
     "Euclidean",
+    "GRUTower",
+    "HistoryPoolingTower",
     "IDEmbeddingTower",
     "ListwiseMatching",
     "MatchingDataModule",
@@ -33,6 +36,7 @@ __all__ = [
     "PointwiseMatching",
     "RetrievalEvaluator",
     "Retriever",
+    "SelfAttentionTower",
     "Similarity",
     "__version__",
     "bce_loss",
