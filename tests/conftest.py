@@ -1,6 +1,28 @@
 import numpy as np
 import pandas as pd
 import pytest
+import pytorch_lightning as pl
+
+from lit_matching import ListwiseMatching, PairwiseMatching, PointwiseMatching
+
+MODULES = {
+    "pointwise": PointwiseMatching,
+    "pairwise": PairwiseMatching,
+    "listwise": ListwiseMatching,
+}
+
+
+def quiet_trainer(**kwargs) -> pl.Trainer:
+    """A CPU Trainer without logger, checkpoints, progress bar or summary (overridable)."""
+    defaults = dict(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
+    )
+    return pl.Trainer(**(defaults | kwargs))
 
 
 def synthetic_log(num_users: int = 40, num_items: int = 30, per_user: int = 8, seed: int = 0):

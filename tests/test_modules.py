@@ -3,38 +3,20 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import MODULES, quiet_trainer
 
 from lit_matching import (
     IDEmbeddingTower,
     ListwiseMatching,
     MatchingDataModule,
     PairwiseMatching,
-    PointwiseMatching,
     RetrievalEvaluator,
 )
 from lit_matching.losses import softmax_loss
 
-MODULES = {
-    "pointwise": PointwiseMatching,
-    "pairwise": PairwiseMatching,
-    "listwise": ListwiseMatching,
-}
-
 
 def towers(dm, dim=16):
     return IDEmbeddingTower(dm.num_users, dim), IDEmbeddingTower(dm.num_items, dim)
-
-
-def trainer(**kwargs):
-    defaults = dict(
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        devices=1,
-    )
-    return pl.Trainer(**(defaults | kwargs))
 
 
 @pytest.mark.parametrize("mode", list(MODULES))
@@ -53,7 +35,7 @@ def test_each_mode_trains(small_log, mode, similarity):
     with torch.no_grad():
         before = sum(model.compute_loss(b).item() for b in batches) / len(batches)
     evaluator = RetrievalEvaluator(ks=(5,))
-    trainer(max_epochs=15, callbacks=[evaluator]).fit(model, dm)
+    quiet_trainer(max_epochs=15, callbacks=[evaluator]).fit(model, dm)
     with torch.no_grad():
         after = sum(model.compute_loss(b).item() for b in batches) / len(batches)
     assert after < 0.7 * before
@@ -115,7 +97,7 @@ def test_hyperparameters_and_checkpoint_round_trip(small_log, tmp_path):
     dm = MatchingDataModule(mode="listwise", interactions=small_log, batch_size=64)
     model = ListwiseMatching(*towers(dm), temperature=0.07, learning_rate=0.02)
     assert model.hparams["temperature"] == 0.07 and "user_tower" not in model.hparams
-    t = trainer(max_epochs=1, default_root_dir=tmp_path, enable_checkpointing=True)
+    t = quiet_trainer(max_epochs=1, default_root_dir=tmp_path, enable_checkpointing=True)
     t.fit(model, dm)
     path = t.checkpoint_callback.best_model_path
     loaded = ListwiseMatching.load_from_checkpoint(
@@ -130,7 +112,7 @@ def test_hyperparameters_and_checkpoint_round_trip(small_log, tmp_path):
 def test_predict_returns_user_embeddings(small_log):
     dm = MatchingDataModule(mode="pairwise", interactions=small_log, eval_batch_size=16)
     model = PairwiseMatching(*towers(dm, dim=8))
-    out = trainer().predict(model, dm)
+    out = quiet_trainer().predict(model, dm)
     users = torch.cat([o["users"] for o in out])
     assert users.tolist() == list(range(dm.num_users))
     assert torch.cat([o["embeddings"] for o in out]).shape == (dm.num_users, 8)
@@ -146,7 +128,7 @@ def test_in_batch_negatives_only(small_log):
     batch = next(iter(dm.train_dataloader()))
     assert batch["neg_items"].shape == (32, 0)
     assert model.logits(batch).shape == (32, 1 + 32)
-    trainer(max_epochs=2).fit(model, dm)
+    quiet_trainer(max_epochs=2).fit(model, dm)
     no_negatives = ListwiseMatching(*towers(dm), in_batch_negatives=False)
     with pytest.raises(ValueError, match="nothing to contrast"):
         no_negatives.compute_loss(batch)

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import quiet_trainer, synthetic_log
 
 from lit_matching import IDEmbeddingTower, ListwiseMatching, MatchingDataModule, __version__
 from lit_matching.data.item_sets import ItemSets
@@ -26,23 +27,13 @@ def train(log: pd.DataFrame, similarity: str):
         similarity=similarity,
         learning_rate=0.05,
     )
-    trainer = pl.Trainer(
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        devices=1,
-        max_epochs=1,
-        limit_val_batches=0,
-    )
+    trainer = quiet_trainer(max_epochs=1, limit_val_batches=0)
     trainer.fit(model, datamodule=dm)
     return model, dm
 
 
 @pytest.fixture(scope="module")
 def trained():
-    from conftest import synthetic_log
 
     log = synthetic_log()
     return {name: train(log, name) for name in SIMILARITIES}

@@ -3,25 +3,18 @@
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import MODULES
 
 from lit_matching import (
     GRUTower,
     HistoryPoolingTower,
     IDEmbeddingTower,
-    ListwiseMatching,
     MatchingDataModule,
-    PairwiseMatching,
-    PointwiseMatching,
     RetrievalEvaluator,
     Retriever,
     SelfAttentionTower,
 )
 
-MODULES = {
-    "pointwise": PointwiseMatching,
-    "pairwise": PairwiseMatching,
-    "listwise": ListwiseMatching,
-}
 DIM = 16
 
 
