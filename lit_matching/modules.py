@@ -43,8 +43,9 @@ class MatchingModule(pl.LightningModule):
     Subclasses set :attr:`mode` and :attr:`batch_keys` and implement :meth:`compute_loss`.
     Towers are not stored as hyper-parameters (their weights are in the checkpoint), so
     ``load_from_checkpoint`` needs them passed again, e.g.
-    ``ListwiseMatching.load_from_checkpoint(path, user_tower=..., item_tower=...)``;
-    checkpoints written by the ``lit-matching`` CLI rebuild them from its saved config.
+    ``ListwiseMatching.load_from_checkpoint(path, user_tower=..., item_tower=...)``, also for
+    checkpoints of the ``lit-matching`` CLI; ``lit-matching export --config CFG --ckpt_path
+    CKPT --output DIR`` rebuilds them from the config instead.
     """
 
     #: Name of the training mode; the DataModule must be built with the same.
