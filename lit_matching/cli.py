@@ -28,7 +28,8 @@ from typing import Any
 
 import pandas as pd
 import torch
-from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from jsonargparse import Namespace
+from pytorch_lightning.cli import LightningCLI
 
 from lit_matching.data.datamodule import MatchingDataModule
 from lit_matching.modules import MatchingModule
@@ -110,17 +111,45 @@ def format_metrics_table(columns: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-class MatchingCLI(LightningCLI):
-    """LightningCLI that wires data vocabulary sizes into the towers and reports metrics."""
+def _fill_unset(config: Any, values: dict[str, Any]) -> None:
+    """Set unset (``None``) init args named in ``values`` of a ``class_path`` config, deeply."""
+    if not isinstance(config, Namespace) or "class_path" not in config:
+        return
+    init_args = config.get("init_args")
+    if init_args is None:
+        return
+    for name in list(init_args.keys()):
+        if "." in name:
+            continue  # nested keys are visited through their parent namespace
+        value = init_args[name]
+        if value is None and name in values:
+            init_args[name] = values[name]
+        else:
+            # A nested tower (e.g. a history tower inside a feature tower) holds items.
+            nested = {k: v for k, v in values.items() if k != "num_embeddings"}
+            _fill_unset(value, nested)
 
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        """Link the DataModule's vocabulary sizes into the towers' ``num_embeddings``."""
+
+class MatchingCLI(LightningCLI):
+    """LightningCLI that fills the towers' vocabulary sizes from the data and reports metrics."""
+
+    def instantiate_classes(self) -> None:
+        """Fill the towers' unset vocabulary sizes from the data, then instantiate.
+
+        Any tower argument named ``num_embeddings``, ``num_users`` or ``num_items`` left unset
+        in the config (``None``) gets :meth:`MatchingDataModule.tower_arguments`, for the
+        user and item towers and towers nested in them (e.g. a history tower), whatever their
+        classes. A static link could only feed one argument name.
+        """
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        datamodule = MatchingDataModule(**config.data.as_dict())
         for side in ("user", "item"):
-            parser.link_arguments(
-                f"data.num_{side}s",
-                f"model.init_args.{side}_tower.init_args.num_embeddings",
-                apply_on="instantiate",
+            _fill_unset(
+                config.model.init_args.get(f"{side}_tower"), datamodule.tower_arguments(side)
             )
+        super().instantiate_classes()
+        # The filled-in sizes came from this instance; use it rather than preparing twice.
+        self.datamodule = datamodule
 
     def before_fit(self) -> None:
         """Start the wall clock of the run."""

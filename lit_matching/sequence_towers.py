@@ -103,11 +103,14 @@ def _embed(embedding: nn.Embedding, history: Tensor, mask: Tensor) -> Tensor:
 
 
 def _item_embedding(
-    num_items: int, embedding_dim: int, item_embedding: nn.Embedding | None
+    num_items: int | None, embedding_dim: int, item_embedding: nn.Embedding | None
 ) -> nn.Embedding:
     """The shared ``item_embedding`` (checked) or a new ``(num_items + 1, d)`` padded table."""
-    if num_items < 1:
-        raise ValueError(f"num_items has to be a positive integer, got {num_items}")
+    if num_items is None or num_items < 1:
+        raise ValueError(
+            f"num_items has to be a positive integer, got {num_items!r} (the lit-matching CLI "
+            "fills it from the data; in Python pass MatchingDataModule.num_items)"
+        )
     if item_embedding is None:
         if embedding_dim < 1:
             raise ValueError(f"embedding_dim has to be a positive integer, got {embedding_dim}")
@@ -165,7 +168,7 @@ class HistoryPoolingTower(nn.Module):
 
     def __init__(
         self,
-        num_items: int,
+        num_items: int | None = None,
         embedding_dim: int = 64,
         pooling: str = "mean",
         hidden_dims: Sequence[int] = (),
@@ -234,7 +237,7 @@ class GRUTower(nn.Module):
 
     def __init__(
         self,
-        num_items: int,
+        num_items: int | None = None,
         embedding_dim: int = 64,
         hidden_size: int | None = None,
         num_layers: int = 1,
@@ -302,7 +305,7 @@ class SelfAttentionTower(nn.Module):
 
     def __init__(
         self,
-        num_items: int,
+        num_items: int | None = None,
         embedding_dim: int = 64,
         num_heads: int = 2,
         num_layers: int = 2,

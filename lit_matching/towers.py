@@ -34,7 +34,8 @@ class IDEmbeddingTower(nn.Module):
     """One learned vector per id: the matrix-factorisation tower.
 
     Args:
-        num_embeddings: Number of ids (users or items); indices run from 0 to this - 1.
+        num_embeddings: Number of ids (users or items); indices run from 0 to this - 1. Left
+            unset in a ``lit-matching`` config, it is filled from the data.
         embedding_dim: Size of each vector.
         init_std: Standard deviation of the normal initialisation.
 
@@ -45,10 +46,16 @@ class IDEmbeddingTower(nn.Module):
         torch.Size([3, 4])
     """
 
-    def __init__(self, num_embeddings: int, embedding_dim: int = 64, init_std: float = 0.1):
+    def __init__(
+        self, num_embeddings: int | None = None, embedding_dim: int = 64, init_std: float = 0.1
+    ):
         super().__init__()
-        if num_embeddings < 1:
-            raise ValueError(f"num_embeddings has to be a positive integer, got {num_embeddings}")
+        if num_embeddings is None or num_embeddings < 1:
+            raise ValueError(
+                f"num_embeddings has to be a positive integer, got {num_embeddings!r} (the "
+                "lit-matching CLI fills it from the data: num_users for a user tower, num_items "
+                "for an item tower)"
+            )
         if embedding_dim < 1:
             raise ValueError(f"embedding_dim has to be a positive integer, got {embedding_dim}")
         self.embedding = nn.Embedding(num_embeddings, embedding_dim)

@@ -25,11 +25,23 @@ SMALL = [
 
 
 def test_packaged_configs_are_complete_and_consistent():
-    assert packaged_configs() == ["listwise", "pairwise", "pointwise"]
+    assert packaged_configs() == ["listwise", "pairwise", "pointwise", "sequence"]
     for name in packaged_configs():
         config = yaml.safe_load(Path(packaged_config(name)).read_text())
-        assert config["data"]["mode"] == name
-        assert config["model"]["class_path"].lower().endswith(f"{name}matching")
+        mode = config["data"]["mode"]
+        assert mode == name or name == "sequence"
+        assert config["model"]["class_path"].lower().endswith(f"{mode}matching")
+        assert config["trainer"]["logger"]["init_args"]["name"] == name
+
+
+def test_sequence_config_fills_tower_sizes_from_the_data(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    cli = run_cli(["fit", "--config", "sequence", *SMALL])
+    assert "ListwiseMatching (cosine)" in capsys.readouterr().out
+    assert type(cli.model.user_tower).__name__ == "GRUTower"
+    assert cli.model.user_tower.num_items == cli.datamodule.num_items == 9066
+    assert cli.model.item_tower.embedding.num_embeddings == 9066
+    assert (tmp_path / "lit_matching_runs" / "sequence" / "version_0" / "retriever").is_dir()
 
 
 def test_config_names_resolve_to_packaged_files(tmp_path):

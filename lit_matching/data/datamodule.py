@@ -321,6 +321,22 @@ class MatchingDataModule(LightningDataModule):
         self._prepare()
         return len(self.item_vocab)
 
+    def tower_arguments(self, side: str) -> dict[str, Any]:
+        """Vocabulary sizes a tower of ``side`` (``"user"`` or ``"item"``) may need, by name.
+
+        ``num_embeddings`` is the size of that side's id vocabulary; ``num_users`` and
+        ``num_items`` are what they say. The ``lit-matching`` CLI fills unset tower arguments
+        of these names from here.
+
+        Example:
+            >>> MatchingDataModule().tower_arguments("item")
+            {'num_embeddings': 9066, 'num_users': 671, 'num_items': 9066}
+        """
+        if side not in ("user", "item"):
+            raise ValueError(f"side must be 'user' or 'item', got {side!r}")
+        sizes = {"num_users": self.num_users, "num_items": self.num_items}
+        return {"num_embeddings": sizes[f"num_{side}s"]} | sizes
+
     def eval_set(self, stage: str) -> EvalSet:
         """Users, targets and excluded items for retrieval evaluation of ``"val"`` or ``"test"``.
 
