@@ -3,6 +3,13 @@
 from lit_matching.data.datamodule import MatchingDataModule
 from lit_matching.data.movielens import load_movielens_small, load_movielens_small_movies
 from lit_matching.data.readers import read_interactions
+from lit_matching.features import (
+    Categorical,
+    FeatureTable,
+    FeatureTower,
+    MultiCategorical,
+    Numeric,
+)
 from lit_matching.losses import bce_loss, bpr_loss, softmax_loss
 from lit_matching.modules import (
     ListwiseMatching,
@@ -23,15 +30,20 @@ from lit_matching.towers import IDEmbeddingTower
 __version__ = "0.1.0"
 
 __all__ = [
+    "Categorical",
     "Cosine",
     "Dot",
     "Euclidean",
+    "FeatureTable",
+    "FeatureTower",
     "GRUTower",
     "HistoryPoolingTower",
     "IDEmbeddingTower",
     "ListwiseMatching",
     "MatchingDataModule",
     "MatchingModule",
+    "MultiCategorical",
+    "Numeric",
     "PairwiseMatching",
     "PointwiseMatching",
     "RetrievalEvaluator",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,7 +23,7 @@ from lit_matching.data.interactions import (
 )
 from lit_matching.data.item_sets import EvalSet, ItemSets
 from lit_matching.data.movielens import load_movielens_small
-from lit_matching.data.readers import read_interactions, read_split_files
+from lit_matching.data.readers import read_interactions, read_recbole, read_split_files
 from lit_matching.data.sampling import (
     NegativeSampler,
     PopularityNegativeSampler,
@@ -38,6 +38,7 @@ from lit_matching.data.tuples import (
     UserBatches,
     keep_batch,
 )
+from lit_matching.features import FeatureSpec, FeatureTable
 
 __all__ = ["MatchingDataModule"]
 
@@ -113,6 +114,13 @@ class MatchingDataModule(LightningDataModule):
         negative_sampler: ``"uniform"`` or ``"popularity"``.
         popularity_alpha: Exponent of the popularity sampler.
         history_length: Length of the per-row history (0: no history).
+        user_side_features: A table of user side features (DataFrame or file: csv, tsv,
+            parquet, RecBole ``.user``), one row per raw user id in column ``user_col``.
+        user_feature_specs: Which of its columns to encode and how
+            (:class:`~lit_matching.features.Categorical`, ``Numeric``, ``MultiCategorical``);
+            the encoded table is :attr:`user_feature_table`, given to towers as ``table``.
+        item_side_features: The same for items (e.g. RecBole ``.item``), keyed by ``item_col``.
+        item_feature_specs: Which of its columns to encode; see :attr:`item_feature_table`.
         batch_size: Positives per training batch.
         eval_batch_size: Rows per validation / test / predict batch.
         num_workers: ``DataLoader`` worker processes (batches are built vectorised, so 0 is
@@ -150,6 +158,10 @@ class MatchingDataModule(LightningDataModule):
         negative_sampler: str = "uniform",
         popularity_alpha: float = 0.75,
         history_length: int = 0,
+        user_side_features: pd.DataFrame | str | None = None,
+        user_feature_specs: Sequence[FeatureSpec] = (),
+        item_side_features: pd.DataFrame | str | None = None,
+        item_feature_specs: Sequence[FeatureSpec] = (),
         batch_size: int = 1024,
         eval_batch_size: int = 4096,
         num_workers: int = 0,
@@ -198,6 +210,16 @@ class MatchingDataModule(LightningDataModule):
         self.split, self.split_options = split, dict(split_options or {})
         self.negative_sampler, self.popularity_alpha = negative_sampler, popularity_alpha
         self.history_length = history_length
+        self.side_features = {
+            "user": (user_side_features, tuple(user_feature_specs), user_col),
+            "item": (item_side_features, tuple(item_feature_specs), item_col),
+        }
+        for side, (table, specs, _) in self.side_features.items():
+            if (table is None) != (not specs):
+                raise ValueError(
+                    f"{side}_side_features and {side}_feature_specs go together: give both "
+                    "(the table and which of its columns to encode) or neither"
+                )
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.seed = num_workers, seed
         self._prepared = False
@@ -295,6 +317,7 @@ class MatchingDataModule(LightningDataModule):
             int((self.item_counts[part.item.to_numpy()] == 0).sum())
             for part in (split.val, split.test)
         ]
+        self._feature_tables = {side: self._feature_table(side) for side in ("user", "item")}
         rank_zero_info(
             f"lit_matching: {shape[0]} users, {shape[1]} items; "
             f"{len(split.train)} train / {len(split.val)} val / {len(split.test)} test "
@@ -302,6 +325,29 @@ class MatchingDataModule(LightningDataModule):
             f"(item unseen in training, kept): {cold[0]} val, {cold[1]} test"
         )
         self._prepared = True
+
+    def _feature_table(self, side: str) -> FeatureTable | None:
+        source, specs, id_col = self.side_features[side]
+        if source is None:
+            return None
+        if isinstance(source, str) and Path(source).suffix in (".user", ".item"):
+            frame = read_recbole(source, required=[id_col])
+        else:
+            frame = self._read(source)
+        vocab = self.user_vocab if side == "user" else self.item_vocab
+        return FeatureTable.from_frame(frame, id_col, vocab, specs)
+
+    @property
+    def user_feature_table(self) -> FeatureTable | None:
+        """Encoded user side features, row ``i`` for user index ``i`` (``None`` without)."""
+        self._prepare()
+        return self._feature_tables["user"]
+
+    @property
+    def item_feature_table(self) -> FeatureTable | None:
+        """Encoded item side features, row ``i`` for item index ``i`` (``None`` without)."""
+        self._prepare()
+        return self._feature_tables["item"]
 
     @property
     def splits(self) -> Split:
@@ -325,8 +371,9 @@ class MatchingDataModule(LightningDataModule):
         """Vocabulary sizes a tower of ``side`` (``"user"`` or ``"item"``) may need, by name.
 
         ``num_embeddings`` is the size of that side's id vocabulary; ``num_users`` and
-        ``num_items`` are what they say. The ``lit-matching`` CLI fills unset tower arguments
-        of these names from here.
+        ``num_items`` are what they say; ``table`` is that side's encoded
+        :class:`~lit_matching.features.FeatureTable`, when side features were given. The
+        ``lit-matching`` CLI fills unset tower arguments of these names from here.
 
         Example:
             >>> MatchingDataModule().tower_arguments("item")
@@ -335,7 +382,12 @@ class MatchingDataModule(LightningDataModule):
         if side not in ("user", "item"):
             raise ValueError(f"side must be 'user' or 'item', got {side!r}")
         sizes = {"num_users": self.num_users, "num_items": self.num_items}
-        return {"num_embeddings": sizes[f"num_{side}s"]} | sizes
+        table = self.user_feature_table if side == "user" else self.item_feature_table
+        return (
+            {"num_embeddings": sizes[f"num_{side}s"]}
+            | sizes
+            | ({"table": table} if table is not None else {})
+        )
 
     def eval_set(self, stage: str) -> EvalSet:
         """Users, targets and excluded items for retrieval evaluation of ``"val"`` or ``"test"``.

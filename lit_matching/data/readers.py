@@ -224,7 +224,9 @@ def _read_tabular(
     return frame.rename(columns=mapping)
 
 
-def read_recbole(path: str | Path) -> pd.DataFrame:
+def read_recbole(
+    path: str | Path, required: Sequence[str] = ("user_id", "item_id")
+) -> pd.DataFrame:
     r"""Read a RecBole atomic file (``*.inter``): tab-separated, header fields ``name:type``.
 
     The ``:type`` suffixes are stripped; ``token`` (and ``*_seq``) fields are read as strings,
@@ -233,6 +235,8 @@ def read_recbole(path: str | Path) -> pd.DataFrame:
 
     Args:
         path: The atomic file (optionally ``.gz`` / ``.bz2`` / ``.xz`` compressed).
+        required: Fields the header must have: both ids for an ``.inter`` file, the one id
+            of a ``.user`` / ``.item`` side-feature file.
 
     Returns:
         One row per line, with the file's fields as columns.
@@ -275,7 +279,7 @@ def read_recbole(path: str | Path) -> pd.DataFrame:
         na_values=[""],
     )
     frame.columns = pd.Index(list(types))
-    missing = [col for col in ("user_id", "item_id") if col not in types]
+    missing = [col for col in required if col not in types]
     if missing:
         raise ValueError(f"{path}: RecBole header has no {missing}; its fields are {list(types)}")
     for name, kind in types.items():
