@@ -584,7 +584,7 @@ class FeatureTower(nn.Module):
 
     def __init__(
         self,
-        table: FeatureTable,
+        table: FeatureTable | None = None,
         embedding_dim: int = 64,
         feature_dim: int = 16,
         hidden_dims: Sequence[int] = (128,),
@@ -594,6 +594,11 @@ class FeatureTower(nn.Module):
         history_tower: nn.Module | None = None,
     ):
         super().__init__()
+        if table is None:
+            raise ValueError(
+                "FeatureTower needs a FeatureTable (MatchingDataModule.item_feature_table or "
+                "user_feature_table; the lit-matching CLI fills it from the data's side features)"
+            )
         if embedding_dim < 1:
             raise ValueError(f"embedding_dim has to be a positive integer, got {embedding_dim}")
         self.embedding_dim = embedding_dim

@@ -167,3 +167,13 @@ def test_fit_exports_a_retriever_that_recommend_reads(tmp_path, monkeypatch, cap
     capsys.readouterr()
     recommend_command([str(again), "--user", "1", "--user", "7", "--k", "3"])
     assert capsys.readouterr().out.splitlines() == table
+
+
+def test_interactions_file_path_from_the_command_line(small_log, tmp_path, monkeypatch, capsys):
+    # jsonargparse once replaced such a path with the file's content
+    monkeypatch.chdir(tmp_path)
+    small_log.to_csv("log.csv", index=False)
+    cli = run_cli(["fit", "--data.interactions", "log.csv", *SMALL])
+    assert cli.datamodule.interactions == "log.csv"
+    assert (cli.datamodule.num_users, cli.datamodule.num_items) == (40, 30)
+    assert "on 40 users x 30 items" in capsys.readouterr().out

@@ -45,7 +45,10 @@ __all__ = ["MatchingDataModule"]
 _MODE_NUMBERS = {0: "pointwise", 1: "pairwise", 2: "listwise"}
 _SAMPLERS = ("uniform", "popularity")
 _PART_NAMES = {"train": "train", "valid": "val", "val": "val", "test": "test"}
-Interactions = pd.DataFrame | str | Mapping[str, pd.DataFrame | str] | None
+# Typed ``Any`` for LightningCLI: with ``pd.DataFrame`` in the annotation jsonargparse reads
+# a file path given on the command line and passes the file's content instead of the path.
+# Accepted: a DataFrame, a path, a mapping of split names to either, or None.
+Interactions = Any
 
 
 class MatchingDataModule(LightningDataModule):
@@ -158,9 +161,9 @@ class MatchingDataModule(LightningDataModule):
         negative_sampler: str = "uniform",
         popularity_alpha: float = 0.75,
         history_length: int = 0,
-        user_side_features: pd.DataFrame | str | None = None,
+        user_side_features: Interactions = None,
         user_feature_specs: Sequence[FeatureSpec] = (),
-        item_side_features: pd.DataFrame | str | None = None,
+        item_side_features: Interactions = None,
         item_feature_specs: Sequence[FeatureSpec] = (),
         batch_size: int = 1024,
         eval_batch_size: int = 4096,
