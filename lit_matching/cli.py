@@ -54,7 +54,7 @@ def packaged_configs() -> list[str]:
 
     Example:
         >>> packaged_configs()
-        ['listwise', 'pairwise', 'pointwise']
+        ['listwise', 'pairwise', 'pointwise', 'sequence']
     """
     folder = files("lit_matching") / "configs"
     names = (p.name for p in folder.iterdir())
