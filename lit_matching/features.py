@@ -49,7 +49,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from lit_matching.data.interactions import IdVocabulary
-from lit_matching.towers import Features, as_features
+from lit_matching.towers import Features, as_features, mlp
 
 __all__ = [
     "Categorical",
@@ -532,17 +532,6 @@ class FeatureEncoder(nn.Module):
 
 
 # --------------------------------------------------------------------------- tower
-def _mlp(in_dim: int, hidden_dims: Sequence[int], out_dim: int, dropout: float) -> nn.Sequential:
-    """Dropout + Linear per layer, ReLU between layers; the last layer has ``out_dim`` units."""
-    layers: list[nn.Module] = []
-    for width in (*hidden_dims, out_dim):
-        if layers:
-            layers.append(nn.ReLU())
-        layers += [nn.Dropout(dropout), nn.Linear(in_dim, width)]
-        in_dim = width
-    return nn.Sequential(*layers)
-
-
 def _broadcast(vectors: Tensor, shape: torch.Size) -> Tensor:
     """``(B, d)`` per-row vectors expanded to ``(*shape, d)`` with ``shape[0] == B``."""
     if vectors.dim() != 2 or len(shape) == 0 or vectors.shape[0] != shape[0]:
@@ -619,7 +608,7 @@ class FeatureTower(nn.Module):
                     f"got {history_dim!r}"
                 )
             in_dim += history_dim
-        self.mlp = _mlp(in_dim, hidden_dims, embedding_dim, dropout)
+        self.mlp = mlp(in_dim, hidden_dims, embedding_dim, dropout)
 
     def forward(self, features: Features | Tensor) -> Tensor:
         """Vectors ``(..., embedding_dim)`` of ``features["ids"]`` ``(...)``."""

@@ -25,6 +25,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from lit_matching.towers import mlp
+
 __all__ = ["GRUTower", "HistoryPoolingTower", "SelfAttentionTower"]
 
 _POOLINGS = ("mean", "sum", "max")
@@ -184,13 +186,7 @@ class HistoryPoolingTower(nn.Module):
         self.item_embedding = _item_embedding(num_items, embedding_dim, item_embedding)
         in_dim = self.item_embedding.embedding_dim
         if hidden_dims:
-            layers: list[nn.Module] = []
-            for width in (*hidden_dims, embedding_dim):
-                if layers:
-                    layers.append(nn.ReLU())
-                layers += [nn.Dropout(dropout), nn.Linear(in_dim, width)]
-                in_dim = width
-            self.mlp: nn.Module = nn.Sequential(*layers)
+            self.mlp: nn.Module = mlp(in_dim, hidden_dims, embedding_dim, dropout)
         else:
             self.mlp = _projection(in_dim, embedding_dim)
 

@@ -10,11 +10,11 @@ has ``"history"`` ``(B, L)`` (past items, left-padded with ``num_items``) and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from torch import Tensor, nn
 
-__all__ = ["Features", "IDEmbeddingTower", "as_features"]
+__all__ = ["Features", "IDEmbeddingTower", "as_features", "mlp"]
 
 Features = Mapping[str, Tensor]
 
@@ -28,6 +28,28 @@ def as_features(features: Features | Tensor) -> Features:
         ['ids']
     """
     return {"ids": features} if isinstance(features, Tensor) else features
+
+
+def mlp(in_dim: int, hidden_dims: Sequence[int], out_dim: int, dropout: float) -> nn.Sequential:
+    """Dropout + Linear per layer, ReLU between layers; the last layer has ``out_dim`` units.
+
+    Example:
+        >>> mlp(8, (16,), 4, dropout=0.0)
+        Sequential(
+          (0): Dropout(p=0.0, inplace=False)
+          (1): Linear(in_features=8, out_features=16, bias=True)
+          (2): ReLU()
+          (3): Dropout(p=0.0, inplace=False)
+          (4): Linear(in_features=16, out_features=4, bias=True)
+        )
+    """
+    layers: list[nn.Module] = []
+    for width in (*hidden_dims, out_dim):
+        if layers:
+            layers.append(nn.ReLU())
+        layers += [nn.Dropout(dropout), nn.Linear(in_dim, width)]
+        in_dim = width
+    return nn.Sequential(*layers)
 
 
 class IDEmbeddingTower(nn.Module):

@@ -39,7 +39,13 @@ from torch import Tensor, nn
 
 from lit_matching.data.item_sets import ItemSets
 from lit_matching.retrieval.encoding import encode_in_batches
-from lit_matching.retrieval.search import EXACT, build_index, search_top_k
+from lit_matching.retrieval.search import (
+    EXACT,
+    build_index,
+    search_top_k,
+    set_search_params,
+    to_gpu,
+)
 from lit_matching.similarity import FaissMetric, Similarity, get_similarity
 
 __all__ = ["FORMAT_VERSION", "Retriever", "export_retriever"]
@@ -100,21 +106,6 @@ def _on_gpu(index: faiss.Index) -> bool:
     """Whether ``index`` (as built by :func:`build_index`) lives on one or more GPUs."""
     name = type(index).__name__
     return name.startswith("Gpu") or name in ("IndexReplicas", "IndexShards")
-
-
-def _to_gpu(index: faiss.Index, use_gpu: bool | None, spec: str) -> faiss.Index:
-    """Move a CPU index to the GPUs as :func:`build_index` does (``None``: when available)."""
-    gpus = faiss.get_num_gpus() if hasattr(faiss, "StandardGpuResources") else 0
-    if not (use_gpu or (use_gpu is None and gpus > 0)):
-        return index
-    if gpus == 0:
-        raise ValueError("use_gpu=True, but faiss sees no GPU (is faiss-gpu installed?)")
-    try:
-        return faiss.index_cpu_to_all_gpus(index)
-    except RuntimeError as err:
-        if use_gpu:
-            raise ValueError(f"index {spec!r} cannot move to the GPU: {err}") from None
-        return index
 
 
 def _as_list(raw: Any) -> list[Any]:
@@ -553,7 +544,7 @@ class Retriever:
         item_ids = _read_ids(path / _ITEM_IDS, num_items, "num_items")
         seen = _read_seen(path / _SEEN, num_users, num_items)
         index = _read_index(path / _INDEX, meta)
-        index = _to_gpu(index, use_gpu, meta["index"])
+        index = to_gpu(index, use_gpu, meta["index"])
         try:
             return cls(
                 users,
@@ -709,17 +700,10 @@ def _read_index(file: Path, meta: dict[str, Any]) -> faiss.Index:
             f"{file} has FAISS metric type {index.metric_type}, but meta.json says metric="
             f"{meta['metric']!r}"
         )
-    params = meta["search_params"] or {}
-    if params:
-        space = faiss.ParameterSpace()
-        for name, value in params.items():
-            try:
-                space.set_index_parameter(index, name, value)
-            except RuntimeError:
-                raise ValueError(
-                    f"{file}: index {meta['index']!r} has no search parameter {name!r} "
-                    f"(from meta.json search_params)"
-                ) from None
+    try:
+        set_search_params(index, meta["search_params"], meta["index"])
+    except ValueError as err:
+        raise ValueError(f"{file}: {err} (from meta.json search_params)") from None
     return index
 
 

@@ -11,7 +11,15 @@ from pytorch_lightning.utilities import rank_zero_info
 from lit_matching.data.item_sets import ItemSets
 from lit_matching.similarity import FaissMetric
 
-__all__ = ["EXACT", "build_index", "is_exact", "overlap_at_k", "search_top_k"]
+__all__ = [
+    "EXACT",
+    "build_index",
+    "is_exact",
+    "overlap_at_k",
+    "search_top_k",
+    "set_search_params",
+    "to_gpu",
+]
 
 #: The index-factory string of exact (brute-force) search.
 EXACT = "Flat"
@@ -72,24 +80,39 @@ def build_index(
         if not index.is_trained:
             index.train(vectors)
     index.add(vectors)
-    if search_params:
-        space = faiss.ParameterSpace()
-        for name, value in search_params.items():
-            try:
-                space.set_index_parameter(index, name, value)
-            except RuntimeError:
-                raise ValueError(f"index {spec!r} has no search parameter {name!r}") from None
-    gpus = faiss.get_num_gpus() if hasattr(faiss, "StandardGpuResources") else 0
-    if use_gpu or (use_gpu is None and gpus > 0):
-        if gpus == 0:
-            raise ValueError("use_gpu=True, but faiss sees no GPU (is faiss-gpu installed?)")
+    set_search_params(index, search_params, spec)
+    return to_gpu(index, use_gpu, spec)
+
+
+def set_search_params(
+    index: faiss.Index, search_params: Mapping[str, float] | None, spec: str
+) -> None:
+    """Apply search-time parameters (e.g. ``{"nprobe": 32}``) to ``index`` built from ``spec``."""
+    space = faiss.ParameterSpace()
+    for name, value in (search_params or {}).items():
         try:
-            index = faiss.index_cpu_to_all_gpus(index)
-        except RuntimeError as err:  # e.g. HNSW has no GPU version
-            if use_gpu:
-                raise ValueError(f"index {spec!r} cannot move to the GPU: {err}") from None
-            rank_zero_info(f"lit_matching: index {spec!r} stays on the CPU ({err})")
-    return index
+            space.set_index_parameter(index, name, value)
+        except RuntimeError:
+            raise ValueError(f"index {spec!r} has no search parameter {name!r}") from None
+
+
+def to_gpu(index: faiss.Index, use_gpu: bool | None, spec: str) -> faiss.Index:
+    """``index`` on all GPUs when asked (``None``: when faiss sees one), else unchanged.
+
+    With ``use_gpu=None`` an index the GPU lacks (e.g. HNSW) stays on the CPU, with a log line.
+    """
+    gpus = faiss.get_num_gpus() if hasattr(faiss, "StandardGpuResources") else 0
+    if not (use_gpu or (use_gpu is None and gpus > 0)):
+        return index
+    if gpus == 0:
+        raise ValueError("use_gpu=True, but faiss sees no GPU (is faiss-gpu installed?)")
+    try:
+        return faiss.index_cpu_to_all_gpus(index)
+    except RuntimeError as err:  # e.g. HNSW has no GPU version
+        if use_gpu:
+            raise ValueError(f"index {spec!r} cannot move to the GPU: {err}") from None
+        rank_zero_info(f"lit_matching: index {spec!r} stays on the CPU ({err})")
+        return index
 
 
 def search_top_k(
