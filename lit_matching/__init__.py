@@ -17,6 +17,7 @@ from lit_matching.modules import (
     PairwiseMatching,
     PointwiseMatching,
 )
+from lit_matching.multi_interest import MultiInterestTower
 from lit_matching.retrieval.evaluation import (
     RetrievalEvaluator,
     evaluate_retrieval,
@@ -43,6 +44,7 @@ __all__ = [
     "MatchingDataModule",
     "MatchingModule",
     "MultiCategorical",
+    "MultiInterestTower",
     "Numeric",
     "PairwiseMatching",
     "PointwiseMatching",

@@ -77,6 +77,8 @@ class MatchingModule(pl.LightningModule):
     def encode_users(self, users: Features | Tensor) -> Tensor:
         """User vectors, ready for the FAISS index (normalised for cosine).
 
+        ``(B, d)``, or ``(B, K, d)`` for a multi-interest user tower.
+
         Args:
             users: User features (``{"ids": ..., "history": ..., ...}``) or user indices.
         """
@@ -89,6 +91,30 @@ class MatchingModule(pl.LightningModule):
             items: Item features (``{"ids": ...}``) or item indices, any shape.
         """
         return self.similarity.prepare(self.item_tower(as_features(items)))
+
+    def select_interest(self, users: Tensor, targets: Tensor) -> Tensor:
+        """For multi-interest users ``(B, K, d)``, each row's interest closest to its target.
+
+        MIND and ComiRec train each row with the interest that scores highest against the
+        row's target item (``targets``: ``(B, d)``), and score the row's negatives with the
+        same interest. Single-vector users ``(B, d)`` are returned unchanged.
+
+        Example:
+            >>> from lit_matching.towers import IDEmbeddingTower
+            >>> model = ListwiseMatching(IDEmbeddingTower(2, 2), IDEmbeddingTower(2, 2))
+            >>> users = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])  # one user, two interests
+            >>> model.select_interest(users, torch.tensor([[0.1, 0.9]])).tolist()
+            [[0.0, 1.0]]
+        """
+        if users.dim() == targets.dim():
+            return users
+        if users.dim() != 3 or targets.dim() != 2:
+            raise ValueError(
+                f"expected users (B, d) or (B, K, d) and targets (B, d), got "
+                f"{tuple(users.shape)} and {tuple(targets.shape)}"
+            )
+        best = self.similarity.rowwise(users, targets.unsqueeze(1)).argmax(dim=1)
+        return users[torch.arange(len(users), device=users.device), best]
 
     def batch_users(self, batch: dict[str, Tensor]) -> Features:
         """The user features of a training batch: its users and, if present, their history."""
@@ -178,9 +204,9 @@ class PointwiseMatching(MatchingModule):
 
     @override
     def compute_loss(self, batch: dict[str, Tensor]) -> Tensor:
-        scores = self.similarity.rowwise(
-            self.encode_users(self.batch_users(batch)), self.encode_items(batch["items"])
-        )
+        items = self.encode_items(batch["items"])
+        users = self.select_interest(self.encode_users(self.batch_users(batch)), items)
+        scores = self.similarity.rowwise(users, items)
         return bce_loss(scores, batch["labels"], self.temperature)
 
 
@@ -223,8 +249,9 @@ class PairwiseMatching(MatchingModule):
 
     @override
     def compute_loss(self, batch: dict[str, Tensor]) -> Tensor:
-        users = self.encode_users(self.batch_users(batch))
-        pos = self.similarity.rowwise(users, self.encode_items(batch["pos_items"]))
+        pos_items = self.encode_items(batch["pos_items"])
+        users = self.select_interest(self.encode_users(self.batch_users(batch)), pos_items)
+        pos = self.similarity.rowwise(users, pos_items)
         neg = self.similarity.rowwise(users.unsqueeze(1), self.encode_items(batch["neg_items"]))
         return bpr_loss(pos, neg, self.temperature)
 
@@ -280,8 +307,8 @@ class ListwiseMatching(MatchingModule):
 
     def logits(self, batch: dict[str, Tensor]) -> Tensor:
         """``(B, 1 + N [+ B])`` scores, positive in column 0, accidental hits at ``-inf``."""
-        users = self.encode_users(self.batch_users(batch))
         pos_items = self.encode_items(batch["pos_items"])
+        users = self.select_interest(self.encode_users(self.batch_users(batch)), pos_items)
         columns = [
             self.similarity.rowwise(users, pos_items).unsqueeze(1),
             self.similarity.rowwise(users.unsqueeze(1), self.encode_items(batch["neg_items"])),

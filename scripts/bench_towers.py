@@ -30,6 +30,7 @@ from lit_matching import (
     ListwiseMatching,
     MatchingDataModule,
     MultiCategorical,
+    MultiInterestTower,
     Numeric,
     PairwiseMatching,
     PointwiseMatching,
@@ -49,9 +50,10 @@ SETTINGS = {  # per mode: negatives, temperature (as in the packaged configs)
     "pairwise": (1, 0.1),
     "listwise": (8, 0.1),
 }
-HISTORY_TOWERS = ("pooling", "gru", "attention", "youtubednn")
+HISTORY_TOWERS = ("pooling", "gru", "attention", "multi_interest", "youtubednn")
 RUNS = [
-    (tower, "listwise") for tower in ("id", "pooling", "gru", "attention", "dssm", "youtubednn")
+    (tower, "listwise")
+    for tower in ("id", "pooling", "gru", "attention", "multi_interest", "dssm", "youtubednn")
 ]
 RUNS += [(tower, mode) for tower in ("dssm", "youtubednn") for mode in ("pointwise", "pairwise")]
 
@@ -83,6 +85,8 @@ def towers(kind: str, dm: MatchingDataModule) -> tuple[torch.nn.Module, torch.nn
         return GRUTower(dm.num_items, DIM, item_embedding=shared), items
     if kind == "attention":
         return SelfAttentionTower(dm.num_items, DIM, item_embedding=shared), items
+    if kind == "multi_interest":
+        return MultiInterestTower(dm.num_items, DIM, num_interests=4, item_embedding=shared), items
     if kind == "dssm":
         return (
             FeatureTower(dm.user_feature_table, DIM, num_ids=dm.num_users),
@@ -141,12 +145,12 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
     print(
-        f"{'tower':<12}{'mode':<11}{'epochs':>7}{'HR@10':>9}{'HR@50':>9}{'NDCG@10':>9}"
+        f"{'tower':<15}{'mode':<11}{'epochs':>7}{'HR@10':>9}{'HR@50':>9}{'NDCG@10':>9}"
         f"{'NDCG@50':>9}{'wall s':>8}"
     )
     for kind, mode, epochs, r in rows:
         print(
-            f"{kind:<12}{mode:<11}{epochs:>7}{r['hit_rate@10']:>9.4f}{r['hit_rate@50']:>9.4f}"
+            f"{kind:<15}{mode:<11}{epochs:>7}{r['hit_rate@10']:>9.4f}{r['hit_rate@50']:>9.4f}"
             f"{r['ndcg@10']:>9.4f}{r['ndcg@50']:>9.4f}{r['wall_s']:>8.0f}"
         )
 

@@ -41,7 +41,9 @@ def evaluate_retrieval(
     """Search the full catalogue for every evaluated user and score the top ``max(ks)``.
 
     Args:
-        user_vectors: ``(len(eval_set.users), d)`` query vectors, prepared for ``metric``.
+        user_vectors: ``(len(eval_set.users), d)`` query vectors, prepared for ``metric``;
+            ``(len(eval_set.users), K, d)`` for ``K`` interests per user (their results are
+            merged, see :func:`~lit_matching.retrieval.search.merge_interests`).
         item_vectors: ``(num_items, d)`` item vectors, prepared for ``metric``.
         metric: FAISS metric that ranks as the model's similarity (``"l2"`` or ``"ip"``).
         eval_set: Evaluated users, their targets and their seen items.

@@ -8,7 +8,8 @@ exported to a directory that plain ``numpy`` / ``json`` / ``faiss`` can read wit
 =======================  ==========================================================================
 file                     content
 =======================  ==========================================================================
-``user_embeddings.npy``  ``(num_users, dimension)`` float32 user vectors, as prepared for the index
+``user_embeddings.npy``  ``(num_users, dimension)`` float32 user vectors, as prepared for the index;
+                         ``(num_users, interests, dimension)`` for a multi-interest user tower
 ``item_embeddings.npy``  ``(num_items, dimension)`` float32 item vectors, prepared likewise
 ``user_ids.json``        raw user ids in index order (a JSON list)
 ``item_ids.json``        raw item ids in index order (a JSON list)
@@ -19,6 +20,10 @@ file                     content
 
 Scores are "higher = closer": inner products for ``ip`` indexes, negated squared distances for
 ``l2`` indexes (for cosine, ``2 cos - 2``).
+
+A multi-interest user (``meta.json`` has ``"interests": K``) is served by searching each of its
+``K`` vectors and keeping each item once, with its best score
+(:func:`~lit_matching.retrieval.search.merge_interests`).
 """
 
 from __future__ import annotations
@@ -130,7 +135,8 @@ class Retriever:
 
     Args:
         user_embeddings: ``(num_users, d)`` user vectors, already prepared for the index
-            (:meth:`Similarity.prepare`, e.g. L2-normalised for cosine).
+            (:meth:`Similarity.prepare`, e.g. L2-normalised for cosine), or
+            ``(num_users, K, d)`` for ``K`` interests per user.
         item_embeddings: ``(num_items, d)`` item vectors, prepared likewise.
         user_ids: Raw user ids, one per row of ``user_embeddings``.
         item_ids: Raw item ids, one per row of ``item_embeddings``.
@@ -175,10 +181,11 @@ class Retriever:
     ):
         users = np.ascontiguousarray(user_embeddings, dtype=np.float32)
         items = np.ascontiguousarray(item_embeddings, dtype=np.float32)
-        if users.ndim != 2 or items.ndim != 2 or users.shape[1] != items.shape[1]:
+        if users.ndim not in (2, 3) or items.ndim != 2 or users.shape[-1] != items.shape[1]:
             raise ValueError(
-                f"user and item embeddings must be 2-D with the same width, got shapes "
-                f"{users.shape} and {items.shape}"
+                f"user embeddings must be (users, d) or (users, interests, d) and item "
+                f"embeddings (items, d), with the same d; got shapes {users.shape} and "
+                f"{items.shape}"
             )
         if len(items) == 0:
             raise ValueError("there are no items to retrieve")
@@ -313,7 +320,7 @@ class Retriever:
 
     @property
     def user_embeddings(self) -> np.ndarray:
-        """``(num_users, dimension)`` float32 user vectors, as prepared for the index."""
+        """``(num_users[, interests], dimension)`` float32 user vectors, prepared for the index."""
         return self._user_embeddings
 
     @property
@@ -335,6 +342,11 @@ class Retriever:
     def num_items(self) -> int:
         """Number of items."""
         return len(self._item_embeddings)
+
+    @property
+    def interests(self) -> int | None:
+        """Vectors per user of a multi-interest model; ``None`` for one plain vector."""
+        return int(self._user_embeddings.shape[1]) if self._user_embeddings.ndim == 3 else None
 
     @property
     def dimension(self) -> int:
@@ -445,6 +457,7 @@ class Retriever:
             "index": self._spec,
             "search_params": self._search_params,
             "dimension": self.dimension,
+            "interests": self.interests,
             "num_users": self.num_users,
             "num_items": self.num_items,
             "default_k": self.default_k,
@@ -538,8 +551,10 @@ class Retriever:
                 f"retriever export {path} is incomplete: missing {', '.join(missing)}"
             )
         dim, num_users, num_items = meta["dimension"], meta["num_users"], meta["num_items"]
-        users = _read_embeddings(path / _USER_EMB, num_users, dim, "num_users")
-        items = _read_embeddings(path / _ITEM_EMB, num_items, dim, "num_items")
+        interests = meta.get("interests")
+        user_shape = (num_users, dim) if interests is None else (num_users, interests, dim)
+        users = _read_embeddings(path / _USER_EMB, user_shape, "num_users")
+        items = _read_embeddings(path / _ITEM_EMB, (num_items, dim), "num_items")
         user_ids = _read_ids(path / _USER_IDS, num_users, "num_users")
         item_ids = _read_ids(path / _ITEM_IDS, num_items, "num_items")
         seen = _read_seen(path / _SEEN, num_users, num_items)
@@ -602,6 +617,11 @@ def _read_meta(path: Path) -> dict[str, Any]:
             raise ValueError(f"{file} has no {key!r} entry")
         if not isinstance(meta[key], kind) or isinstance(meta[key], bool):
             raise ValueError(f"{file}: {key!r} has the wrong type: {meta[key]!r}")
+    interests = meta.get("interests")
+    if interests is not None and (
+        not isinstance(interests, int) or isinstance(interests, bool) or interests < 1
+    ):
+        raise ValueError(f"{file}: 'interests' must be a positive integer or null: {interests!r}")
     for key in ("dimension", "num_users", "num_items"):
         if meta[key] < (1 if key != "num_users" else 0):
             raise ValueError(f"{file}: {key!r} must be positive, got {meta[key]}")
@@ -617,17 +637,18 @@ def _read_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
-def _read_embeddings(file: Path, rows: int, dim: int, count_key: str) -> np.ndarray:
+def _read_embeddings(file: Path, shape: tuple[int, ...], count_key: str) -> np.ndarray:
     try:
         array = np.load(file, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
         raise ValueError(f"{file} is not a readable .npy array (truncated?): {err}") from None
     if not isinstance(array, np.ndarray) or array.dtype != np.float32:
         raise ValueError(f"{file} must hold float32 vectors, got {getattr(array, 'dtype', None)}")
-    if array.shape != (rows, dim):
+    if array.shape != shape:
+        extra = " and interests" if len(shape) == 3 else ""
         raise ValueError(
-            f"{file} has shape {array.shape}, but meta.json says {count_key}={rows} and "
-            f"dimension={dim}: expected {(rows, dim)}"
+            f"{file} has shape {array.shape}, but meta.json's {count_key}, dimension{extra} "
+            f"say {shape}"
         )
     return array
 

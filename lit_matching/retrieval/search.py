@@ -15,6 +15,7 @@ __all__ = [
     "EXACT",
     "build_index",
     "is_exact",
+    "merge_interests",
     "overlap_at_k",
     "search_top_k",
     "set_search_params",
@@ -126,12 +127,16 @@ def search_top_k(
 
     Each batch of queries searches ``k`` plus the largest number of excluded items in the batch
     (queries are batched in order of that number), so the result is exact however many items a
-    user has seen. Scores are "higher = closer":
-    FAISS L2 distances are negated.
+    user has seen. Scores are "higher = closer": FAISS L2 distances are negated.
+
+    Multi-interest queries ``(U, K, d)`` search each interest and merge the results per user
+    with :func:`merge_interests`: the exact top ``k`` under "an item's score is its best
+    interest's score".
 
     Args:
         index: Index built by :func:`build_index`.
-        queries: ``(U, d)`` query vectors, prepared like the index's vectors.
+        queries: ``(U, d)`` query vectors, or ``(U, K, d)`` for ``K`` interests per user,
+            prepared like the index's vectors.
         k: Results per query.
         exclude: Row ``i`` lists items never returned for query ``i``.
         batch_size: Queries per FAISS call.
@@ -152,6 +157,18 @@ def search_top_k(
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     if exclude is not None and exclude.num_rows != len(queries):
         raise ValueError(f"exclude has {exclude.num_rows} rows for {len(queries)} queries")
+    if queries.ndim == 3:
+        users, interests, dim = queries.shape
+        if exclude is not None:
+            exclude = exclude.select(np.repeat(np.arange(users), interests))
+        items, scores = search_top_k(
+            index, queries.reshape(users * interests, dim), k, exclude, batch_size
+        )
+        return merge_interests(
+            items.reshape(users, interests * k), scores.reshape(users, interests * k), k
+        )
+    if queries.ndim != 2:
+        raise ValueError(f"queries must be (U, d) or (U, K, d), got shape {queries.shape}")
     sign = -1.0 if index.metric_type == faiss.METRIC_L2 else 1.0
     items = np.full((len(queries), k), -1, dtype=np.int64)
     scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
@@ -178,6 +195,53 @@ def search_top_k(
         items[rows, :width] = found[:, :width]
         scores[rows, :width] = found_scores[:, :width]
     return items, scores
+
+
+def merge_interests(items: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the ``k`` best distinct items of several candidate lists, best score first.
+
+    An item found by several interests keeps its highest score. If every list is the exact
+    top ``k`` of one interest, the result is the exact top ``k`` under "best interest's
+    score": an item in that top ``k`` is beaten by fewer than ``k`` items under its best
+    interest, so that interest's list holds it.
+
+    Args:
+        items: ``(U, M)`` candidate item indices (``-1`` = none), e.g. ``K`` top-``k`` lists
+            side by side.
+        scores: ``(U, M)`` their scores, higher = closer.
+        k: Results per row.
+
+    Returns:
+        ``(items, scores)``, both ``(U, k)``, filled with ``-1`` / ``-inf`` where fewer than
+        ``k`` distinct items exist. Ties keep the earlier column first.
+
+    Example:
+        >>> items = np.array([[4, 7, 1, 7]])       # interest 0: 4, 7; interest 1: 1, 7
+        >>> scores = np.array([[0.9, 0.5, 0.8, 0.6]])
+        >>> merged, best = merge_interests(items, scores, 3)
+        >>> merged.tolist(), best.tolist()
+        ([[4, 1, 7]], [[0.9, 0.8, 0.6]])
+    """
+    rows, width = items.shape
+    order = np.argsort(-scores, axis=1, kind="stable")
+    items = np.take_along_axis(items, order, 1)
+    scores = np.take_along_axis(scores, order, 1)
+    # The first (best) occurrence of each (row, item) pair stays; later ones and -1 go.
+    keys = np.arange(rows)[:, None] * (int(items.max(initial=0)) + 2) + (items + 1)
+    _, first = np.unique(keys.ravel(), return_index=True)
+    keep = np.zeros(rows * width, dtype=bool)
+    keep[first] = True
+    keep = keep.reshape(rows, width) & (items >= 0)
+    # Stable: kept entries move to the front in score order.
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+    kept = np.take_along_axis(keep, order, 1)
+    top_items = np.where(kept, np.take_along_axis(items, order, 1), -1)
+    top_scores = np.where(kept, np.take_along_axis(scores, order, 1), -np.inf)
+    if top_items.shape[1] < k:  # fewer candidates than k
+        pad = k - top_items.shape[1]
+        top_items = np.pad(top_items, ((0, 0), (0, pad)), constant_values=-1)
+        top_scores = np.pad(top_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+    return top_items, top_scores
 
 
 def overlap_at_k(found: np.ndarray, reference: np.ndarray, k: int) -> float:
