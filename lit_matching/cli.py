@@ -4,8 +4,8 @@
 data with the packaged ``listwise`` config, evaluates the best checkpoint on validation and
 test, prints a table of retrieval metrics next to the most-popular baseline, and exports the
 model as a retriever directory (``<log dir>/retriever``). ``--config NAME`` selects a packaged
-config (``listwise``, ``pairwise``, ``pointwise``) or any YAML file; every value can be
-overridden on the command line (``--trainer.max_epochs 5``).
+config (``listwise``, ``pairwise``, ``pointwise``, ``sequence``, ``ml100k-features``) or any
+YAML file; every value can be overridden on the command line (``--trainer.max_epochs 5``).
 
 Besides LightningCLI's ``fit``, ``validate``, ``test`` and ``predict``:
 
@@ -28,7 +28,7 @@ from typing import Any
 
 import pandas as pd
 import torch
-from jsonargparse import Namespace
+from jsonargparse import ArgumentParser, Namespace
 from pytorch_lightning.cli import LightningCLI
 
 from lit_matching.data.datamodule import MatchingDataModule
@@ -54,7 +54,7 @@ def packaged_configs() -> list[str]:
 
     Example:
         >>> packaged_configs()
-        ['listwise', 'pairwise', 'pointwise', 'sequence']
+        ['listwise', 'ml100k-features', 'pairwise', 'pointwise', 'sequence']
     """
     folder = files("lit_matching") / "configs"
     names = (p.name for p in folder.iterdir())
@@ -111,23 +111,38 @@ def format_metrics_table(columns: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def _fill_unset(config: Any, values: dict[str, Any]) -> None:
-    """Set unset (``None``) init args named in ``values`` of a ``class_path`` config, deeply."""
+def _fill_unset(config: Any, values: dict[str, Any]) -> list[tuple[Namespace, str]]:
+    """Set unset (``None``) init args named in ``values`` of a ``class_path`` config, deeply.
+
+    Towers nested in a tower (e.g. a history tower inside a feature tower) hold items: they
+    get ``num_users`` and ``num_items`` only. Returns the ``(init_args, name)`` pairs set.
+    """
     if not isinstance(config, Namespace) or "class_path" not in config:
-        return
+        return []
     init_args = config.get("init_args")
     if init_args is None:
-        return
-    for name in list(init_args.keys()):
-        if "." in name:
-            continue  # nested keys are visited through their parent namespace
+        return []
+    filled = []
+    nested = {k: v for k, v in values.items() if k in ("num_users", "num_items")}
+    for name in list(vars(init_args)):  # top-level names; keys() lists nested leaves
         value = init_args[name]
         if value is None and name in values:
             init_args[name] = values[name]
+            filled.append((init_args, name))
         else:
-            # A nested tower (e.g. a history tower inside a feature tower) holds items.
-            nested = {k: v for k, v in values.items() if k != "num_embeddings"}
-            _fill_unset(value, nested)
+            filled += _fill_unset(value, nested)
+    return filled
+
+
+def _instantiate_datamodule(data: Namespace) -> MatchingDataModule:
+    """The DataModule of a parsed ``data`` config, its arguments instantiated as LightningCLI does.
+
+    ``data.as_dict()`` alone would pass dataclass arguments (the feature specs) as plain dicts.
+    """
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(MatchingDataModule, "data")
+    config = parser.parse_object({"data": data.as_dict()})
+    return parser.instantiate(config).data
 
 
 class MatchingCLI(LightningCLI):
@@ -136,18 +151,32 @@ class MatchingCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         """Fill the towers' unset vocabulary sizes from the data, then instantiate.
 
-        Any tower argument named ``num_embeddings``, ``num_users`` or ``num_items`` left unset
-        in the config (``None``) gets :meth:`MatchingDataModule.tower_arguments`, for the
-        user and item towers and towers nested in them (e.g. a history tower), whatever their
-        classes. A static link could only feed one argument name.
+        Any tower argument named ``num_embeddings``, ``num_users``, ``num_items`` or ``table``
+        (a :class:`~lit_matching.features.FeatureTower`'s side features) left unset in the
+        config (``None``) gets :meth:`MatchingDataModule.tower_arguments`, for the user and
+        item towers and, except ``num_embeddings`` and ``table``, towers nested in them (e.g.
+        a history tower), whatever their classes. A static link could only feed one argument
+        name.
         """
         config = self.config[self.subcommand] if self.subcommand else self.config
-        datamodule = MatchingDataModule(**config.data.as_dict())
-        for side in ("user", "item"):
-            _fill_unset(
+        datamodule = _instantiate_datamodule(config.data)
+        # LightningCLI records the model's hyperparameters from a dump of the config; take it
+        # now, as given: a filled-in feature table does not serialise.
+        dump_config = getattr(self, "_dump_config", None)
+        if dump_config is not None:
+            dump_config()
+        filled = [
+            entry
+            for side in ("user", "item")
+            for entry in _fill_unset(
                 config.model.init_args.get(f"{side}_tower"), datamodule.tower_arguments(side)
             )
+        ]
         super().instantiate_classes()
+        # The saved config.yaml stays as given (a feature table does not serialise); the
+        # values are filled from the data again whenever it is used.
+        for init_args, name in filled:
+            init_args[name] = None
         # The filled-in sizes came from this instance; use it rather than preparing twice.
         self.datamodule = datamodule
 

@@ -558,7 +558,9 @@ class FeatureTower(nn.Module):
         hidden_dims: Hidden layer sizes of the MLP (ReLU); empty: one linear layer.
         dropout: Dropout before each MLP layer.
         num_ids: Add a learned id embedding with this many rows (at least ``len(table)``).
-        id_dim: Size of the id embedding; default ``embedding_dim``.
+        id_dim: Size of the id embedding; default ``embedding_dim``. Given without
+            ``num_ids`` it adds an id embedding with one row per table row (the vocabulary),
+            which is how a config asks for one.
         history_tower: A tower of ``features`` with an integer ``embedding_dim`` attribute
             (its output width), e.g. a sequence tower of the user's history.
 
@@ -594,6 +596,10 @@ class FeatureTower(nn.Module):
         self.encoder = FeatureEncoder(table, feature_dim)
         in_dim = self.encoder.out_dim
         self.id_embedding: nn.Embedding | None = None
+        if id_dim is not None and id_dim < 1:
+            raise ValueError(f"id_dim has to be a positive integer, got {id_dim}")
+        if num_ids is None and id_dim is not None:
+            num_ids = len(table)
         if num_ids is not None:
             if num_ids < len(table):
                 raise ValueError(f"num_ids={num_ids} is less than the {len(table)} table rows")

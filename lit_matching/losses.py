@@ -100,4 +100,8 @@ def softmax_loss(logits: Tensor, temperature: float | Tensor = 1.0) -> Tensor:
     """
     _check_temperature(temperature)
     target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-    return F.cross_entropy(logits / temperature, target)
+    # Masked columns stay -inf without being divided: the gradient of -inf / t with respect to
+    # a learned t would be NaN even where the softmax gives the column no weight.
+    masked = torch.isneginf(logits)
+    scaled = (logits.masked_fill(masked, 0.0) / temperature).masked_fill(masked, float("-inf"))
+    return F.cross_entropy(scaled, target)

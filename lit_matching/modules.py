@@ -15,14 +15,18 @@ module                      batch (from ``MatchingDataModule``)    loss
 
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
+from lit_matching.distributed import RankGather
+from lit_matching.logq import StreamingFrequency, log_expected_count
 from lit_matching.losses import bce_loss, bpr_loss, softmax_loss
 from lit_matching.similarity import SimilarityName, get_similarity
 from lit_matching.towers import Features, as_features
@@ -37,8 +41,16 @@ class MatchingModule(pl.LightningModule):
         user_tower: Maps a batch of user indices to vectors.
         item_tower: Maps a batch of item indices to vectors of the same size.
         similarity: ``"cosine"``, ``"dot"`` or ``"euclidean"``.
+        temperature: Divides the scores in the loss (the initial value when learned).
+        learn_temperature: Learn the temperature (as its logarithm, with the towers), clamped
+            to ``temperature_range`` and logged as ``train/temperature`` every step.
+        temperature_range: ``(lowest, highest)`` temperature allowed when learned.
         learning_rate: Adam learning rate.
-        weight_decay: Adam L2 penalty.
+        weight_decay: Adam L2 penalty (not applied to the temperature).
+
+    Training stops with a :class:`FloatingPointError` naming the step when a loss is not
+    finite (on every rank under DDP), and warns at the start of fitting when the temperature
+    lets cosine logits overflow the trainer's precision.
 
     Subclasses set :attr:`mode` and :attr:`batch_keys` and implement :meth:`compute_loss`.
     Towers are not stored as hyper-parameters (their weights are in the checkpoint), so
@@ -58,6 +70,9 @@ class MatchingModule(pl.LightningModule):
         user_tower: nn.Module,
         item_tower: nn.Module,
         similarity: SimilarityName = "cosine",
+        temperature: float = 0.1,
+        learn_temperature: bool = False,
+        temperature_range: tuple[float, float] = (0.01, 1.0),
         learning_rate: float = 1e-3,
         weight_decay: float = 0.0,
     ):
@@ -65,11 +80,31 @@ class MatchingModule(pl.LightningModule):
         self.save_hyperparameters(ignore=["user_tower", "item_tower"])
         if learning_rate <= 0:
             raise ValueError(f"learning_rate has to be positive, got {learning_rate}")
+        if not temperature > 0:
+            raise ValueError(f"temperature has to be positive, got {temperature}")
+        low, high = temperature_range
+        if learn_temperature and not 0 < low <= temperature <= high:
+            raise ValueError(
+                f"temperature_range {temperature_range} must be positive and hold the initial "
+                f"temperature {temperature}"
+            )
         self.user_tower = user_tower
         self.item_tower = item_tower
         self.similarity = get_similarity(similarity)
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
+        self._fixed_temperature = temperature
+        self._log_temperature_range = (math.log(low), math.log(high)) if learn_temperature else None
+        self.log_temperature = (
+            nn.Parameter(torch.tensor(math.log(temperature))) if learn_temperature else None
+        )
+
+    @property
+    def temperature(self) -> float | Tensor:
+        """The temperature: the fixed float, or the learned (clamped) scalar tensor."""
+        if self.log_temperature is None or self._log_temperature_range is None:
+            return self._fixed_temperature
+        return self.log_temperature.clamp(*self._log_temperature_range).exp()
 
     #: Batch keys passed to the user tower besides the user ids, when present.
     user_feature_keys: ClassVar[tuple[str, ...]] = ("history", "history_length")
@@ -134,6 +169,10 @@ class MatchingModule(pl.LightningModule):
                 f"{sorted(batch)}: build the data with MatchingDataModule(mode={self.mode!r})"
             )
         loss = self.compute_loss(batch)
+        if stage == "train":
+            self._check_finite(loss)
+            if self.log_temperature is not None:
+                self.log("train/temperature", self.temperature, batch_size=len(batch["users"]))
         self.log(
             f"{stage}/loss",
             loss,
@@ -142,6 +181,59 @@ class MatchingModule(pl.LightningModule):
             sync_dist=stage != "train",
         )
         return loss
+
+    def _check_finite(self, loss: Tensor) -> None:
+        """Stop on a non-finite training loss, on every rank at once (no rank left waiting)."""
+        bad = not bool(torch.isfinite(loss.detach()))
+        if self._trainer is not None:
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if not bad:
+            return
+        where = f"step {self.global_step}" if self._trainer is not None else "this batch"
+        causes = [
+            "the learning rate is too high (the weights diverged)",
+            "the input holds NaN or inf (e.g. a numeric side feature)",
+        ]
+        if self.similarity.name != "cosine":
+            causes.append(
+                f"{self.similarity.name} scores are unbounded: at temperature "
+                f"{float(self.temperature):.3g} their logits can overflow (try cosine)"
+            )
+        if self._precision_dtype() != torch.float32:
+            causes.append(f"the logits overflow {self._precision_dtype()} (a larger temperature)")
+        raise FloatingPointError(
+            f"{type(self).__name__}: the training loss is {loss.item()} at {where}. Likely "
+            f"causes: {'; '.join(causes)}."
+        )
+
+    def _precision_dtype(self) -> torch.dtype:
+        precision = str(self.trainer.precision) if self._trainer is not None else "32"
+        if precision.startswith("16"):
+            return torch.float16
+        return torch.bfloat16 if precision.startswith("bf16") else torch.float32
+
+    @override
+    def on_fit_start(self) -> None:
+        """Warn when the lowest temperature lets cosine logits overflow the precision."""
+        lowest = (
+            math.exp(self._log_temperature_range[0])
+            if self._log_temperature_range is not None
+            else self._fixed_temperature
+        )
+        largest = torch.finfo(self._precision_dtype()).max
+        if self.similarity.name == "cosine" and 1.0 / lowest >= largest:
+            rank_zero_warn(
+                f"temperature {lowest:g} scales cosine scores up to {1 / lowest:.3g}, beyond "
+                f"the largest {self._precision_dtype()} ({largest:.3g}): logits overflow to inf"
+            )
+
+    @override
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Keep the learned temperature inside its range (the clamp in `temperature` alone
+        # would leave the parameter stuck outside it, with a zero gradient).
+        if self.log_temperature is not None and self._log_temperature_range is not None:
+            with torch.no_grad():
+                self.log_temperature.clamp_(*self._log_temperature_range)
 
     @override
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
@@ -162,9 +254,11 @@ class MatchingModule(pl.LightningModule):
 
     @override
     def configure_optimizers(self) -> Any:
-        return torch.optim.Adam(
-            self.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
-        )
+        towers = [p for name, p in self.named_parameters() if name != "log_temperature"]
+        groups: list[dict[str, Any]] = [{"params": towers, "weight_decay": self.weight_decay}]
+        if self.log_temperature is not None:
+            groups.append({"params": [self.log_temperature], "weight_decay": 0.0})
+        return torch.optim.Adam(groups, lr=self.learning_rate)
 
 
 class PointwiseMatching(MatchingModule):
@@ -175,6 +269,8 @@ class PointwiseMatching(MatchingModule):
         item_tower: Maps item indices to vectors.
         similarity: ``"cosine"``, ``"dot"`` or ``"euclidean"``.
         temperature: Divides the scores before the sigmoid (cosine scores need well under 1).
+        learn_temperature: Learn the temperature; see :class:`MatchingModule`.
+        temperature_range: Range of the learned temperature.
         learning_rate: Adam learning rate.
         weight_decay: Adam L2 penalty.
 
@@ -189,18 +285,6 @@ class PointwiseMatching(MatchingModule):
 
     mode = "pointwise"
     batch_keys = ("users", "items", "labels")
-
-    def __init__(
-        self,
-        user_tower: nn.Module,
-        item_tower: nn.Module,
-        similarity: SimilarityName = "cosine",
-        temperature: float = 0.1,
-        learning_rate: float = 1e-3,
-        weight_decay: float = 0.0,
-    ):
-        super().__init__(user_tower, item_tower, similarity, learning_rate, weight_decay)
-        self.temperature = temperature
 
     @override
     def compute_loss(self, batch: dict[str, Tensor]) -> Tensor:
@@ -220,6 +304,8 @@ class PairwiseMatching(MatchingModule):
         item_tower: Maps item indices to vectors.
         similarity: ``"cosine"``, ``"dot"`` or ``"euclidean"``.
         temperature: Divides the score gap ``s_pos - s_neg``.
+        learn_temperature: Learn the temperature; see :class:`MatchingModule`.
+        temperature_range: Range of the learned temperature.
         learning_rate: Adam learning rate.
         weight_decay: Adam L2 penalty.
 
@@ -235,18 +321,6 @@ class PairwiseMatching(MatchingModule):
     mode = "pairwise"
     batch_keys = ("users", "pos_items", "neg_items")
 
-    def __init__(
-        self,
-        user_tower: nn.Module,
-        item_tower: nn.Module,
-        similarity: SimilarityName = "cosine",
-        temperature: float = 0.1,
-        learning_rate: float = 1e-3,
-        weight_decay: float = 0.0,
-    ):
-        super().__init__(user_tower, item_tower, similarity, learning_rate, weight_decay)
-        self.temperature = temperature
-
     @override
     def compute_loss(self, batch: dict[str, Tensor]) -> Tensor:
         pos_items = self.encode_items(batch["pos_items"])
@@ -259,33 +333,51 @@ class PairwiseMatching(MatchingModule):
 class ListwiseMatching(MatchingModule):
     """List-wise training: softmax cross-entropy over the positive and its negatives.
 
-    Each row's logits are ``[s(u, pos), s(u, neg_1..N)]`` and, with ``in_batch_negatives``,
-    the scores of the batch's other positives, where any item equal to the row's own positive
-    (an accidental hit) is masked out. L2 normalisation (``similarity="cosine"``) with a small
-    temperature is the recommended setting.
+    Each row contrasts ``s(u, pos)`` (column 0) with negatives. By default these are the row's
+    own ``N`` sampled negatives. With ``in_batch_negatives`` every row instead contrasts with
+    the whole batch's items: all positives and all sampled negatives of the batch, gathered
+    from every DDP rank (gradients flow back to the rank that encoded them; see
+    :mod:`lit_matching.distributed`), so the batch is the global one. Any candidate equal to
+    the row's own positive (an accidental hit, the row's own positive column included) is
+    masked out. L2 normalisation (``similarity="cosine"``) with a small temperature is the
+    recommended setting.
 
-    In-batch negatives are drawn in proportion to item popularity, so without a sampling-bias
-    (log-Q) correction they push popular items down; they are therefore off by default. On the
-    embedded MovieLens data, 8 uniform negatives reach a test HR@50 of about 0.21 and in-batch
-    negatives about 0.15 (the most-popular baseline: 0.12).
+    In-batch negatives follow item popularity and a popularity sampler follows
+    ``count^alpha``; without a sampling-bias (log-Q) correction they push popular items down.
+    The correction (:mod:`lit_matching.logq`, applied in training) subtracts ``log E[count]``
+    of each negative among the row's negatives, under the mixture of the batch's sources, from
+    its logit. On the
+    embedded MovieLens data, 8 uniform negatives reach a test HR@50 of about 0.21 and
+    uncorrected in-batch negatives about 0.15 (the most-popular baseline: 0.12).
 
     Args:
         user_tower: Maps user indices to vectors.
         item_tower: Maps item indices to vectors.
         similarity: ``"cosine"``, ``"dot"`` or ``"euclidean"``.
         temperature: Divides the logits; ``scale = 1 / temperature``.
-        in_batch_negatives: Also use the other rows' positives as negatives.
+        learn_temperature: Learn the temperature; see :class:`MatchingModule`.
+        temperature_range: Range of the learned temperature.
+        in_batch_negatives: Contrast every row with all items of the (global) batch.
+        log_q_correction: Correct the negatives' logits by their sampling probability.
+            ``None`` (default): whenever the negatives are not uniform, i.e. with in-batch
+            negatives, or when sampled negatives' log-probabilities (``neg_log_q``) differ
+            within a row (a popularity sampler). Needs the batch's ``neg_log_q`` and, with
+            in-batch negatives, ``pos_log_q``, ``pos_sampler_log_q`` and ``neg_batch_log_q``
+            (all from :class:`~lit_matching.data.datamodule.MatchingDataModule`).
+        frequency_buckets: Estimate the in-batch probabilities online
+            (:class:`~lit_matching.logq.StreamingFrequency` with this many hash buckets)
+            instead of taking the data's training frequencies (``pos_log_q``).
         learning_rate: Adam learning rate.
         weight_decay: Adam L2 penalty.
 
     Example:
         >>> from lit_matching.towers import IDEmbeddingTower
         >>> model = ListwiseMatching(IDEmbeddingTower(5, 8), IDEmbeddingTower(7, 8),
-        ...                          in_batch_negatives=True)
+        ...                          in_batch_negatives=True, log_q_correction=False)
         >>> batch = {"users": torch.tensor([0, 1]), "pos_items": torch.tensor([3, 3]),
         ...          "neg_items": torch.tensor([[5, 6], [6, 0]])}
-        >>> model.logits(batch).shape  # 1 positive + 2 sampled + 2 in-batch columns
-        torch.Size([2, 5])
+        >>> model.logits(batch).shape  # 1 positive + 2 batch positives + 4 batch negatives
+        torch.Size([2, 7])
     """
 
     mode = "listwise"
@@ -297,33 +389,110 @@ class ListwiseMatching(MatchingModule):
         item_tower: nn.Module,
         similarity: SimilarityName = "cosine",
         temperature: float = 0.05,
+        learn_temperature: bool = False,
+        temperature_range: tuple[float, float] = (0.01, 1.0),
         in_batch_negatives: bool = False,
+        log_q_correction: bool | None = None,
+        frequency_buckets: int | None = None,
         learning_rate: float = 1e-3,
         weight_decay: float = 0.0,
     ):
-        super().__init__(user_tower, item_tower, similarity, learning_rate, weight_decay)
-        self.temperature = temperature
+        super().__init__(
+            user_tower,
+            item_tower,
+            similarity,
+            temperature,
+            learn_temperature,
+            temperature_range,
+            learning_rate,
+            weight_decay,
+        )
+        if frequency_buckets is not None and not in_batch_negatives:
+            raise ValueError(
+                "frequency_buckets estimates in-batch frequencies: it needs in_batch_negatives=True"
+            )
         self.in_batch_negatives = in_batch_negatives
+        self.log_q_correction = log_q_correction
+        self.frequency = (
+            None if frequency_buckets is None else StreamingFrequency(frequency_buckets)
+        )
+
+    def _corrects(self, batch: dict[str, Tensor]) -> bool:
+        if self.log_q_correction is not None:
+            return self.log_q_correction
+        if self.in_batch_negatives:
+            return True
+        log_q = batch.get("neg_log_q")
+        return log_q is not None and bool((log_q != log_q[:, :1]).any())
+
+    def _need(self, batch: dict[str, Tensor], keys: tuple[str, ...]) -> None:
+        missing = [key for key in keys if key not in batch]
+        if missing:
+            raise ValueError(
+                f"log-Q correction needs batch keys {missing} (MatchingDataModule provides "
+                "them); or pass log_q_correction=False"
+            )
 
     def logits(self, batch: dict[str, Tensor]) -> Tensor:
-        """``(B, 1 + N [+ B])`` scores, positive in column 0, accidental hits at ``-inf``."""
-        pos_items = self.encode_items(batch["pos_items"])
-        users = self.select_interest(self.encode_users(self.batch_users(batch)), pos_items)
-        columns = [
-            self.similarity.rowwise(users, pos_items).unsqueeze(1),
-            self.similarity.rowwise(users.unsqueeze(1), self.encode_items(batch["neg_items"])),
-        ]
-        if batch["neg_items"].shape[1] == 0 and not self.in_batch_negatives:
+        """Scores ``(B, 1 + M)``: the positive in column 0, then the negatives.
+
+        ``M`` is ``N`` (the row's sampled negatives) or, with ``in_batch_negatives``,
+        ``B_global * (1 + N)`` (every positive, then every sampled negative of the global
+        batch). Accidental hits are ``-inf``; with log-Q correction (in training only: it is
+        a device of the sampled softmax, and validation may hold items of no training
+        frequency) each negative is lowered by ``temperature * log E[count]``, so that after
+        the division by the temperature the logit is ``s / t - log E[count]``.
+        """
+        pos_ids, neg_ids = batch["pos_items"], batch["neg_items"]
+        if neg_ids.shape[1] == 0 and not self.in_batch_negatives:
             raise ValueError(
                 "the batch has no sampled negatives and in_batch_negatives is off, so the "
                 "softmax has nothing to contrast: set num_negatives > 0 or in_batch_negatives"
             )
-        if self.in_batch_negatives:
-            ids = batch["pos_items"]
-            same_item = ids.unsqueeze(0) == ids.unsqueeze(1)  # includes the diagonal
-            in_batch = self.similarity.matrix(users, pos_items)
-            columns.append(in_batch.masked_fill(same_item, float("-inf")))
-        return torch.cat(columns, dim=1)
+        pos_items = self.encode_items(pos_ids)
+        neg_items = self.encode_items(neg_ids)
+        users = self.select_interest(self.encode_users(self.batch_users(batch)), pos_items)
+        positive = self.similarity.rowwise(users, pos_items).unsqueeze(1)
+        corrects = self.training and self._corrects(batch)
+        if not self.in_batch_negatives:
+            negatives = self.similarity.rowwise(users.unsqueeze(1), neg_items)
+            if corrects:
+                self._need(batch, ("neg_log_q",))
+                count = log_expected_count(None, 0, batch["neg_log_q"], neg_ids.shape[1])
+                negatives = negatives - self.temperature * count
+            return torch.cat([positive, negatives], dim=1)
+
+        gather = RankGather(len(pos_ids), pos_ids.device)
+        num_sampled = neg_ids.shape[1]
+        candidates = torch.cat([gather(pos_items), gather(neg_items).flatten(0, 1)])
+        candidate_ids = torch.cat([gather(pos_ids), gather(neg_ids).flatten()])
+        negatives = self.similarity.matrix(users, candidates)
+        if corrects:
+            count = log_expected_count(
+                self._batch_log_q(batch, gather, candidate_ids),
+                gather.total - 1,
+                self._sampler_log_q(batch, gather),
+                gather.total * num_sampled,
+            )
+            negatives = negatives - self.temperature * count
+        hits = candidate_ids.unsqueeze(0) == pos_ids.unsqueeze(1)
+        return torch.cat([positive, negatives.masked_fill(hits, float("-inf"))], dim=1)
+
+    def _batch_log_q(self, batch: dict[str, Tensor], gather: RankGather, ids: Tensor) -> Tensor:
+        """In-batch (positive) log-probability of each candidate: data or streamed."""
+        if self.frequency is not None:
+            if self.training:
+                self.frequency.update(ids[: gather.total])  # the global batch's positives
+            return self.frequency.log_q(ids, gather.total)
+        self._need(batch, ("pos_log_q", "neg_batch_log_q"))
+        return torch.cat([gather(batch["pos_log_q"]), gather(batch["neg_batch_log_q"]).flatten()])
+
+    def _sampler_log_q(self, batch: dict[str, Tensor], gather: RankGather) -> Tensor | None:
+        """Sampler log-probability of each candidate (``None`` without sampled negatives)."""
+        if batch["neg_items"].shape[1] == 0:
+            return None
+        self._need(batch, ("pos_sampler_log_q", "neg_log_q"))
+        return torch.cat([gather(batch["pos_sampler_log_q"]), gather(batch["neg_log_q"]).flatten()])
 
     @override
     def compute_loss(self, batch: dict[str, Tensor]) -> Tensor:

@@ -25,11 +25,17 @@ SMALL = [
 
 
 def test_packaged_configs_are_complete_and_consistent():
-    assert packaged_configs() == ["listwise", "pairwise", "pointwise", "sequence"]
+    assert packaged_configs() == [
+        "listwise",
+        "ml100k-features",
+        "pairwise",
+        "pointwise",
+        "sequence",
+    ]
     for name in packaged_configs():
         config = yaml.safe_load(Path(packaged_config(name)).read_text())
         mode = config["data"]["mode"]
-        assert mode == name or name == "sequence"
+        assert mode == name or name in ("sequence", "ml100k-features")
         assert config["model"]["class_path"].lower().endswith(f"{mode}matching")
         assert config["trainer"]["logger"]["init_args"]["name"] == name
 

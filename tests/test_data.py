@@ -110,13 +110,29 @@ def test_sampler_rejects_user_who_saw_everything():
         ("pointwise", ["items", "labels", "users"], [(40,), (40,), (40,)]),
         (
             "pairwise",
-            ["neg_items", "neg_log_q", "pos_items", "pos_log_q", "users"],
-            [(8, 4), (8, 4), (8,), (8,), (8,)],
+            [
+                "neg_batch_log_q",
+                "neg_items",
+                "neg_log_q",
+                "pos_items",
+                "pos_log_q",
+                "pos_sampler_log_q",
+                "users",
+            ],
+            [(8, 4), (8, 4), (8, 4), (8,), (8,), (8,), (8,)],
         ),
         (
             2,
-            ["neg_items", "neg_log_q", "pos_items", "pos_log_q", "users"],
-            [(8, 4), (8, 4), (8,), (8,), (8,)],
+            [
+                "neg_batch_log_q",
+                "neg_items",
+                "neg_log_q",
+                "pos_items",
+                "pos_log_q",
+                "pos_sampler_log_q",
+                "users",
+            ],
+            [(8, 4), (8, 4), (8, 4), (8,), (8,), (8,), (8,)],
         ),
     ],
 )

@@ -5,9 +5,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from lit_matching.data.item_sets import EvalSet, ItemSets
-from lit_matching.retrieval.evaluation import evaluate_retrieval
+from lit_matching.retrieval.evaluation import RetrievalEvaluator, evaluate_retrieval
 
 
 def test_validation_under_two_process_ddp_equals_single_process(tmp_path):
@@ -30,6 +31,38 @@ def test_validation_under_two_process_ddp_equals_single_process(tmp_path):
         assert rank["results"] == single["results"]  # exactly, not approximately
         assert rank["logged"] == pytest.approx(single["logged"], abs=1e-7)  # float32 logging
     assert single["results"]["recall@10"] > 0
+
+
+def test_metrics_after_a_ddp_fit_equal_a_single_process_evaluation(tmp_path):
+    # A full 2-process fit with in-batch negatives gathered across ranks; the metrics both
+    # ranks computed on the final weights equal a one-process evaluation of those weights.
+    from ddp_validate_worker import fit_model
+
+    worker = Path(__file__).with_name("ddp_validate_worker.py")
+    done = subprocess.run(
+        [sys.executable, str(worker), str(tmp_path), "fit"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("rank*.json"))]
+    assert len(ranks) == 2 and ranks[0]["steps"] > 0
+    dm, model = fit_model()
+    model.load_state_dict(torch.load(tmp_path / "weights.pt"))
+    dm.setup("validate")
+    evaluator = RetrievalEvaluator(ks=(3, 10), batch_size=7)
+    single = evaluator.evaluate(
+        model.eval(),
+        dm.eval_set("val"),
+        torch.device("cpu"),
+        dm.num_items,
+        dm.item_counts,
+        dm.user_features("val", dm.eval_set("val").users),
+    )
+    for rank in ranks:
+        assert rank["results"] == single  # exactly
+    assert single["recall@10"] > 0
 
 
 def random_case(seed=0, users=60, items=80, dim=8):

@@ -45,26 +45,34 @@ def test_each_mode_trains(small_log, mode, similarity):
 
 def test_listwise_logits_mask_accidental_hits():
     model = ListwiseMatching(
-        IDEmbeddingTower(3, 4), IDEmbeddingTower(6, 4), temperature=0.5, in_batch_negatives=True
+        IDEmbeddingTower(3, 4),
+        IDEmbeddingTower(6, 4),
+        temperature=0.5,
+        in_batch_negatives=True,
+        log_q_correction=False,
     )
     batch = {
         "users": torch.tensor([0, 1, 2]),
         "pos_items": torch.tensor([4, 4, 5]),
-        "neg_items": torch.tensor([[0, 1], [1, 2], [2, 3]]),
+        "neg_items": torch.tensor([[0, 1], [1, 2], [2, 4]]),
     }
     logits = model.logits(batch)
-    assert logits.shape == (3, 1 + 2 + 3)
-    in_batch = logits[:, 3:]
-    # item 4 is the positive of rows 0 and 1: masked for both; item 5 only for row 2
-    expected_mask = torch.tensor([[1, 1, 0], [1, 1, 0], [0, 0, 1]], dtype=torch.bool)
-    assert torch.equal(torch.isinf(in_batch), expected_mask)
+    # the positive, then the batch's 3 positives and its 6 sampled negatives, shared by all rows
+    assert logits.shape == (3, 1 + 3 + 6)
+    candidates = torch.tensor([4, 4, 5, 0, 1, 1, 2, 2, 4])
+    # item 4 is the positive of rows 0 and 1: masked wherever it appears, also among the
+    # sampled negatives of row 2; item 5 only for row 2
+    expected_mask = candidates.unsqueeze(0) == batch["pos_items"].unsqueeze(1)
+    assert torch.equal(torch.isinf(logits[:, 1:]), expected_mask)
     u = model.encode_users(batch["users"])
-    i = model.encode_items(torch.tensor([4, 4, 5]))
-    n = model.encode_items(batch["neg_items"])
+    c = model.encode_items(candidates)
+    i = model.encode_items(batch["pos_items"])
     for row in range(3):
         assert logits[row, 0].item() == pytest.approx((u[row] @ i[row]).item(), abs=1e-6)
-        for j in range(2):
-            assert logits[row, 1 + j].item() == pytest.approx((u[row] @ n[row, j]).item(), abs=1e-6)
+        for j in range(len(candidates)):
+            if not expected_mask[row, j]:
+                expected = (u[row] @ c[j]).item()
+                assert logits[row, 1 + j].item() == pytest.approx(expected, abs=1e-6)
     # the loss equals softmax CE over the unmasked columns only
     finite = [logits[r][torch.isfinite(logits[r])] for r in range(3)]
     expected = sum(-torch.log_softmax(f / 0.5, 0)[0] for f in finite) / 3

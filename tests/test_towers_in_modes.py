@@ -53,7 +53,11 @@ def test_tower_trains_in_mode(small_log, mode, kind):
         mode=mode, interactions=small_log, history_length=5, batch_size=32, num_negatives=4
     )
     items = IDEmbeddingTower(dm.num_items, DIM)
-    model = MODULES[mode](user_tower(kind, dm, items), items, learning_rate=0.02, temperature=0.5)
+    # Point-wise BCE on cosine scores / 0.5 bottoms out near 0.58 (logits within +-2), so 0.25
+    temperature = 0.25 if mode == "pointwise" else 0.5
+    model = MODULES[mode](
+        user_tower(kind, dm, items), items, learning_rate=0.02, temperature=temperature
+    )
     dm.setup("fit")
     batches = list(dm.train_dataloader())
     assert batches[0]["history"].shape[1] == 5
@@ -67,10 +71,7 @@ def test_tower_trains_in_mode(small_log, mode, kind):
         enable_model_summary=False,
         callbacks=[evaluator],
     ).fit(model, dm)
-    # Point-wise negatives are scored by their closest interest, so a multi-interest user must
-    # keep every interest away from them: its loss falls more slowly (to ~0.82x here).
-    factor = 0.85 if (mode, kind) == ("pointwise", "multi_interest") else 0.8
-    assert mean_loss(model, batches) < factor * before
+    assert mean_loss(model, batches) < 0.8 * before
     assert 0.0 <= evaluator.results["val"]["hit_rate@5"] <= 1.0
     # export encodes every user with its full history
     retriever = Retriever.from_module(model, dm)

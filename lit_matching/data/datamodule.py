@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -10,6 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 from pytorch_lightning import LightningDataModule
+from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
@@ -33,12 +35,14 @@ from lit_matching.data.splits import SPLITS, Split, presplit
 from lit_matching.data.tuples import (
     MODES,
     ArrayBatchSampler,
+    EpochBatchSampler,
+    EpochCounter,
     HistoryLookup,
     InteractionTuples,
     UserBatches,
     keep_batch,
 )
-from lit_matching.features import FeatureSpec, FeatureTable
+from lit_matching.features import Categorical, FeatureSpec, FeatureTable, MultiCategorical, Numeric
 
 __all__ = ["MatchingDataModule"]
 
@@ -49,6 +53,23 @@ _PART_NAMES = {"train": "train", "valid": "val", "val": "val", "test": "test"}
 # a file path given on the command line and passes the file's content instead of the path.
 # Accepted: a DataFrame, a path, a mapping of split names to either, or None.
 Interactions = Any
+
+
+def _feature_specs(specs: Sequence[FeatureSpec], side: str) -> tuple[FeatureSpec, ...]:
+    """``specs`` as a tuple; ``TypeError`` naming the first entry that is not a spec."""
+    kinds = (Categorical, Numeric, MultiCategorical)
+    if isinstance(specs, (str, Mapping, *kinds)):
+        raise TypeError(f"{side}_feature_specs has to be a list of feature specs, got {specs!r}")
+    specs = tuple(specs)
+    for position, spec in enumerate(specs):
+        if not isinstance(spec, kinds):
+            raise TypeError(
+                f"{side}_feature_specs[{position}] is {spec!r}, not a feature spec: give "
+                "Categorical(name), Numeric(name) or MultiCategorical(name, sep=...) from "
+                "lit_matching (in a config: {class_path: lit_matching.Numeric, init_args: "
+                "{name: age}})"
+            )
+    return specs
 
 
 class MatchingDataModule(LightningDataModule):
@@ -84,14 +105,28 @@ class MatchingDataModule(LightningDataModule):
       ``neg_items`` of shape ``(batch_size, N)``, ``neg_log_q``, their sampling
       log-probabilities, and ``pos_log_q``, the log-probability of each positive being drawn
       into a batch (its share of the training interactions), which is the sampling probability
-      of in-batch negatives (both for log-Q correction; mixed negatives use both).
+      of in-batch negatives. For the mixture of both sources, ``neg_batch_log_q`` gives the
+      negatives' in-batch log-probabilities and ``pos_sampler_log_q`` the positives' under the
+      sampler. All serve :class:`~lit_matching.modules.ListwiseMatching`'s log-Q correction.
 
     Negatives (``"uniform"``, or ``"popularity"`` proportional to ``count ** alpha``) are
     never one of the user's training positives and are drawn afresh for every training batch
-    from a stream seeded by ``(seed, DDP rank)``: every epoch and every rank differ, the same
-    seed repeats. Nothing of size ``N x interactions`` is built up front. Validation and test
+    from a stream seeded by ``(seed, DDP rank, epoch, batch number)``: every epoch and every
+    rank differ, the same seed repeats, and neither ``num_workers`` nor earlier batches change
+    a batch. Nothing of size ``N x interactions`` is built up front. Validation and test
     tuples (for ``val/loss``) use uniform negatives drawn once from ``seed`` that avoid all of
     the user's known items. Retrieval metrics read :meth:`eval_set`.
+
+    **Exact resume**: each epoch's order is drawn from ``(seed, epoch)`` (under DDP,
+    Lightning's ``DistributedSampler`` orders by the ``seed_everything`` seed and the epoch),
+    and data loading never draws from the global torch RNG. Checkpoints keep the position of
+    the next training batch and the global random states (torch, CUDA, numpy, Python: what
+    dropout draws from), restored by ``trainer.fit(..., ckpt_path=...)``; so a fit resumed
+    from a mid-epoch checkpoint continues with the batches, negatives and dropout masks of the
+    uninterrupted run, also with ``num_workers > 0``, and ends with the same parameters (on
+    CPU with ``Trainer(deterministic=True)``). A stop by ``max_steps`` ends Lightning's epoch
+    early: resume it with a larger ``max_steps``. Under DDP every rank gets rank 0's random
+    states, which equal its own when all ranks share one seed (Lightning's default).
 
     With ``history_length = L > 0`` every batch also carries ``history`` ``(B, L)``: the last
     ``L`` training items of the user strictly before the row's interaction (for test rows,
@@ -122,13 +157,16 @@ class MatchingDataModule(LightningDataModule):
         user_feature_specs: Which of its columns to encode and how
             (:class:`~lit_matching.features.Categorical`, ``Numeric``, ``MultiCategorical``);
             the encoded table is :attr:`user_feature_table`, given to towers as ``table``.
+            In a config each entry is ``{class_path: lit_matching.Numeric, init_args:
+            {name: age}}`` (see the packaged ``ml100k-features`` config).
         item_side_features: The same for items (e.g. RecBole ``.item``), keyed by ``item_col``.
         item_feature_specs: Which of its columns to encode; see :attr:`item_feature_table`.
         batch_size: Positives per training batch.
         eval_batch_size: Rows per validation / test / predict batch.
         num_workers: ``DataLoader`` worker processes (batches are built vectorised, so 0 is
             usually fastest for in-memory data).
-        seed: Seed of negative sampling (combined with the DDP rank).
+        seed: Seed of the training order (on one device) and of negative sampling
+            (combined with the DDP rank).
 
     Example:
         >>> dm = MatchingDataModule(mode="listwise", batch_size=2, num_negatives=3)
@@ -136,10 +174,11 @@ class MatchingDataModule(LightningDataModule):
         (671, 9066)
         >>> dm.setup("fit")
         >>> batch = next(iter(dm.train_dataloader()))
-        >>> sorted((key, tuple(value.shape)) for key, value in batch.items())[:3]
-        [('neg_items', (2, 3)), ('neg_log_q', (2, 3)), ('pos_items', (2,))]
-        >>> sorted((key, tuple(value.shape)) for key, value in batch.items())[3:]
-        [('pos_log_q', (2,)), ('users', (2,))]
+        >>> sorted(batch)  # doctest: +NORMALIZE_WHITESPACE
+        ['neg_batch_log_q', 'neg_items', 'neg_log_q', 'pos_items', 'pos_log_q',
+         'pos_sampler_log_q', 'users']
+        >>> batch["neg_items"].shape, batch["pos_items"].shape
+        (torch.Size([2, 3]), torch.Size([2]))
     """
 
     def __init__(
@@ -214,8 +253,8 @@ class MatchingDataModule(LightningDataModule):
         self.negative_sampler, self.popularity_alpha = negative_sampler, popularity_alpha
         self.history_length = history_length
         self.side_features = {
-            "user": (user_side_features, tuple(user_feature_specs), user_col),
-            "item": (item_side_features, tuple(item_feature_specs), item_col),
+            "user": (user_side_features, _feature_specs(user_feature_specs, "user"), user_col),
+            "item": (item_side_features, _feature_specs(item_feature_specs, "item"), item_col),
         }
         for side, (table, specs, _) in self.side_features.items():
             if (table is None) != (not specs):
@@ -333,7 +372,9 @@ class MatchingDataModule(LightningDataModule):
         source, specs, id_col = self.side_features[side]
         if source is None:
             return None
-        if isinstance(source, str) and Path(source).suffix in (".user", ".item"):
+        if isinstance(source, (str, Path)) and not Path(source).exists():
+            raise FileNotFoundError(f"{side}_side_features file {str(source)!r} does not exist")
+        if isinstance(source, (str, Path)) and Path(source).suffix in (".user", ".item"):
             frame = read_recbole(source, required=[id_col])
         else:
             frame = self._read(source)
@@ -496,42 +537,92 @@ class MatchingDataModule(LightningDataModule):
         )
 
     def _loader(
-        self, dataset: InteractionTuples | UserBatches, batch_size: int, shuffle: bool
+        self,
+        dataset: InteractionTuples | UserBatches,
+        batches: ArrayBatchSampler,
+        loader_class: type[DataLoader] = DataLoader,
     ) -> DataLoader:
         accelerator = getattr(self.trainer, "accelerator", None)
-        order = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
-        return DataLoader(
+        return loader_class(
             dataset,
-            batch_sampler=ArrayBatchSampler(order, batch_size, drop_last=False),
+            batch_sampler=batches,
             collate_fn=keep_batch,  # type: ignore[arg-type]
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=type(accelerator).__name__ == "CUDAAccelerator",
+            # Worker seeds come from here, not from the global torch RNG: loading data never
+            # moves the RNG the model draws from (dropout), which checkpoints save.
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
+    def _in_order(self, dataset: InteractionTuples | UserBatches) -> DataLoader:
+        order = SequentialSampler(dataset)
+        return self._loader(dataset, ArrayBatchSampler(order, self.eval_batch_size, False))
+
+    def _epochs(self) -> EpochCounter:
+        # One counter for the DataModule's life: every training loader continues the epochs.
+        if not hasattr(self, "_epoch_counter"):
+            self._epoch_counter = EpochCounter()
+        return self._epoch_counter
+
     def train_dataloader(self) -> DataLoader:
-        """Shuffled training tuples with fresh negatives per batch."""
-        return self._loader(self._tuples("train"), self.batch_size, shuffle=True)
+        """Shuffled training tuples with fresh negatives per batch, resumable mid-epoch."""
+        dataset = self._tuples("train")
+        batches = EpochBatchSampler(
+            RandomSampler(dataset), self.batch_size, False, self._epochs(), seed=self.seed
+        )
+        return self._loader(dataset, batches, _ResumableLoader)
 
     def val_dataloader(self) -> DataLoader:
         """Validation tuples (fixed negatives), for ``val/loss``."""
-        return self._loader(self._tuples("val"), self.eval_batch_size, shuffle=False)
+        return self._in_order(self._tuples("val"))
 
     def test_dataloader(self) -> DataLoader:
         """Test tuples (fixed negatives), for ``test/loss``."""
-        return self._loader(self._tuples("test"), self.eval_batch_size, shuffle=False)
+        return self._in_order(self._tuples("test"))
 
     def predict_dataloader(self) -> DataLoader:
         """Every user index, as ``{"users": ...}`` batches."""
-        return self._loader(UserBatches(self.num_users), self.eval_batch_size, shuffle=False)
+        return self._in_order(UserBatches(self.num_users))
+
+    def _fitting(self) -> bool:
+        return getattr(getattr(self.trainer, "state", None), "fn", None) == TrainerFn.FITTING
+
+    def _train_position(self) -> dict[str, int]:
+        """The epoch and batch number of the next training batch."""
+        counter = self._epochs()
+        if counter.resume is not None:
+            epoch, batch = counter.resume
+            return {"epoch": epoch, "batch": batch}
+        if not self._fitting() or counter.started == 0:
+            return {"epoch": counter.started, "batch": 0}
+        # The trainer's count of trained batches: the loader itself is ahead by the batches
+        # Lightning prefetches. (``current`` is a ``_ProcessedTracker`` at run time.)
+        assert self.trainer is not None
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
+        done: int = progress.processed  # type: ignore[attr-defined]
+        if done >= self.trainer.num_training_batches:
+            return {"epoch": counter.started, "batch": 0}
+        return {"epoch": counter.started - 1, "batch": done}
 
     def state_dict(self) -> dict[str, Any]:
-        """The id vocabularies, saved with checkpoints so indices can be mapped back."""
+        """What checkpoints keep of the data: id vocabularies, training position, RNG states.
+
+        ``user_ids`` and ``item_ids`` map indices back to raw ids. ``train_position`` (epoch
+        and batch number of the next training batch) and ``rng`` (the global torch, CUDA,
+        numpy and Python random states, which dropout draws from) let a fit resumed from the
+        checkpoint continue as the uninterrupted run would have.
+        """
         self._prepare()
-        return {"user_ids": self.user_vocab.to_list(), "item_ids": self.item_vocab.to_list()}
+        return {
+            "user_ids": self.user_vocab.to_list(),
+            "item_ids": self.item_vocab.to_list(),
+            "train_position": self._train_position(),
+            "rng": _global_rng_states(),
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Check that a checkpoint's vocabularies match this data."""
+        """Check a checkpoint's vocabularies; when fitting, resume its position and RNG states."""
         self._prepare()
         for key, vocab in (("user_ids", self.user_vocab), ("item_ids", self.item_vocab)):
             if key in state_dict and state_dict[key] != vocab.to_list():
@@ -539,3 +630,51 @@ class MatchingDataModule(LightningDataModule):
                     f"checkpoint {key} differ from this data's ({len(state_dict[key])} vs "
                     f"{len(vocab)} ids): the model was trained on other data"
                 )
+        if not self._fitting():  # validate / test / predict from a checkpoint: nothing to resume
+            return
+        if (position := state_dict.get("train_position")) is not None:
+            self._epochs().resume = (position["epoch"], position["batch"])
+        if (states := state_dict.get("rng")) is not None:
+            _set_global_rng_states(states)
+
+
+class _ResumableLoader(DataLoader):
+    """The training ``DataLoader``, marked for Lightning as resumable mid-epoch.
+
+    The position and RNG states travel in :meth:`MatchingDataModule.state_dict` instead,
+    which Lightning restores before it builds the loader (also when ``configure_optimizers``
+    reads ``trainer.estimated_stepping_batches``); these hooks save nothing.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        """Nothing: see :meth:`MatchingDataModule.state_dict`."""
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Nothing to restore."""
+
+
+def _global_rng_states() -> dict[str, Any]:
+    """The global random states, in types ``torch.load(weights_only=True)`` accepts."""
+    numpy_state = np.random.get_state()  # noqa: NPY002 (the legacy global state is the point)
+    assert isinstance(numpy_state, tuple)
+    kind, key, position, has_gauss, gauss = numpy_state
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, key.tolist(), position, has_gauss, gauss],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state()  # of the current device
+    return states
+
+
+def _set_global_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    kind, key, position, has_gauss, gauss = states["numpy"]
+    numpy_state = (kind, np.asarray(key, dtype=np.uint32), position, has_gauss, gauss)
+    np.random.set_state(numpy_state)  # noqa: NPY002
+    version, internal, gauss_next = states["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state(states["cuda"])

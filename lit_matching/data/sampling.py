@@ -61,6 +61,11 @@ class NegativeSampler:
                 f"them (first: user index {stuck[0]})"
             )
 
+    @property
+    def item_log_p(self) -> np.ndarray:
+        """``log p(item)`` of every item, before any user's positives are removed."""
+        return self._log_p
+
     def _draw(self, size: int | tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
         draws = np.searchsorted(self._cdf, rng.random(size) * self._cdf[-1], side="right")
         return np.minimum(draws, self.num_items - 1)

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import BatchSampler, Dataset, RandomSampler, get_worker_info
+from torch.utils.data import BatchSampler, Dataset, RandomSampler, Sampler, get_worker_info
 
 from lit_matching.data.sampling import NegativeSampler
 
 __all__ = [
     "MODES",
     "ArrayBatchSampler",
+    "BatchIndex",
+    "EpochBatchSampler",
+    "EpochCounter",
     "HistoryLookup",
     "InteractionTuples",
     "UserBatches",
@@ -30,6 +33,10 @@ BatchBuilder = Callable[
 ]
 
 
+#: Batch keys of the log-probabilities that only in-batch negatives need.
+IN_BATCH_LOG_Q = ("pos_log_q", "neg_batch_log_q", "pos_sampler_log_q")
+
+
 def labelled_batch(
     users: np.ndarray,
     positives: np.ndarray,
@@ -40,9 +47,10 @@ def labelled_batch(
     """Point-wise rows ``(user, item, label)``: each positive then its negatives, flattened.
 
     Per-row ``extras`` (e.g. the user's history) are repeated for every row of a positive;
-    ``pos_log_q`` is left out, as point-wise rows have no in-batch negatives to correct.
+    The log-probabilities of in-batch sampling are left out: point-wise rows have no in-batch
+    negatives to correct.
     """
-    extras = {k: v for k, v in extras.items() if k != "pos_log_q"}
+    extras = {k: v for k, v in extras.items() if k not in IN_BATCH_LOG_Q}
     repeats = 1 + negatives.shape[1]
     items = np.concatenate([positives[:, None], negatives], axis=1)
     labels = np.zeros_like(items, dtype=np.float32)
@@ -118,6 +126,87 @@ class ArrayBatchSampler(BatchSampler):
                 generator = torch.Generator()
                 generator.manual_seed(int(torch.empty((), dtype=torch.int64).random_().item()))
             return torch.randperm(len(sampler), generator=generator).numpy()
+        return np.fromiter(iter(sampler), dtype=np.int64, count=len(sampler))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class BatchIndex:
+    """The dataset positions of one training batch and its key ``(epoch, batch number)``.
+
+    :class:`InteractionTuples` seeds the batch's negatives from the key, so a batch is the same
+    whatever came before it and whichever ``DataLoader`` worker builds it.
+    """
+
+    positions: np.ndarray
+    key: tuple[int, int]
+
+
+@dataclass
+class EpochCounter:
+    """Training epochs begun, shared by all training loaders of a DataModule.
+
+    Setting ``resume = (epoch, batch)`` (done when a checkpoint is loaded) makes the next
+    iteration continue that epoch from that batch.
+    """
+
+    started: int = 0
+    resume: tuple[int, int] | None = None
+
+
+class EpochBatchSampler(ArrayBatchSampler):
+    """Training batches that are a function of ``(seed, epoch, batch number)`` alone.
+
+    Each iteration is the next epoch of ``counter``. Epoch ``e`` takes its order from its own
+    stream, ``SeedSequence(seed, spawn_key=(e,))``, when ``sampler`` is a
+    :class:`~torch.utils.data.RandomSampler`; any other sampler (Lightning's
+    ``DistributedSampler`` under DDP) gets ``set_epoch(e)`` and is iterated. Batch ``b`` comes
+    as a :class:`BatchIndex` keyed ``(e, b)``. Nothing depends on the global torch RNG or on
+    earlier batches, so a run can start at any ``(epoch, batch)``: see
+    :attr:`EpochCounter.resume`.
+
+    Example:
+        >>> counter = EpochCounter()
+        >>> batches = EpochBatchSampler(RandomSampler(range(5)), 2, False, counter, seed=0)
+        >>> first = [(b.key, b.positions.tolist()) for b in batches]
+        >>> [key for key, _ in first]
+        [(0, 0), (0, 1), (0, 2)]
+        >>> [b.key for b in batches]  # the next epoch
+        [(1, 0), (1, 1), (1, 2)]
+        >>> counter.resume = (0, 1)
+        >>> [(b.key, b.positions.tolist()) for b in batches] == first[1:]
+        True
+    """
+
+    def __init__(
+        self,
+        sampler: Sampler[int] | Iterable[int],
+        batch_size: int,
+        drop_last: bool,
+        counter: EpochCounter | None = None,
+        seed: int = 0,
+    ):
+        super().__init__(sampler, batch_size, drop_last)
+        self.counter = EpochCounter() if counter is None else counter
+        self.seed = seed
+
+    def __iter__(self) -> Iterator[BatchIndex]:  # type: ignore[override]
+        """The batches of the next epoch, or of the epoch to resume from its batch on."""
+        counter = self.counter
+        epoch, skip = (counter.started, 0) if counter.resume is None else counter.resume
+        counter.started, counter.resume = epoch + 1, None
+        order = self._order(epoch)
+        size = self.batch_size
+        stop = len(order) - len(order) % size if self.drop_last else len(order)
+        for start in range(skip * size, stop, size):
+            yield BatchIndex(order[start : start + size], (epoch, start // size))
+
+    def _order(self, epoch: int) -> np.ndarray:
+        sampler = self.sampler
+        if type(sampler) is RandomSampler and not sampler.replacement:
+            stream = np.random.SeedSequence(self.seed, spawn_key=(epoch,))
+            return np.random.default_rng(stream).permutation(len(sampler))
+        if callable(set_epoch := getattr(sampler, "set_epoch", None)):
+            set_epoch(epoch)  # also where Lightning has not yet set it (resuming mid-epoch)
         return np.fromiter(iter(sampler), dtype=np.int64, count=len(sampler))  # type: ignore[arg-type]
 
 
@@ -228,7 +317,10 @@ class InteractionTuples(Dataset[Batch]):
         resample: Fresh negatives per batch, or fixed ones.
         history: Adds ``history`` (B, L) and ``history_length`` (B,) to each batch.
         item_log_q: Per-item log-probability of being drawn as a batch's positive; adds
-            ``pos_log_q`` (B,) to each batch, for log-Q correction of in-batch negatives.
+            ``pos_log_q`` (B,) to each batch, for log-Q correction of in-batch negatives, and
+            for the mixture of in-batch and sampled negatives ``neg_batch_log_q`` (B, N) (the
+            same for the negatives) and ``pos_sampler_log_q`` (B,) (the sampler's
+            unconditional log-probability of each positive).
     """
 
     def __init__(
@@ -271,19 +363,36 @@ class InteractionTuples(Dataset[Batch]):
             self._worker_seed = worker_seed
         return self._generator
 
-    def __getitems__(self, indices: Sequence[int]) -> Batch:
-        """The batch of the given positions, negatives included."""
-        index = np.asarray(indices, dtype=np.int64)  # a no-op for ArrayBatchSampler's arrays
+    def __getitems__(self, indices: Sequence[int] | BatchIndex) -> Batch:
+        """The batch of the given positions, negatives included.
+
+        A :class:`BatchIndex` (from :class:`EpochBatchSampler`) draws its negatives from the
+        stream of its key, ``SeedSequence(seed, spawn_key=key)``; plain positions draw from
+        the dataset's running stream.
+        """
+        if isinstance(indices, BatchIndex):
+            index, key = indices.positions, indices.key
+        else:  # a no-op for ArrayBatchSampler's arrays
+            index, key = np.asarray(indices, dtype=np.int64), None
         users = self.users[index]
         if self.fixed_negatives is None:
-            negatives, log_q = self.sampler.sample(users, self.num_negatives, self._rng())
+            rng = (
+                self._rng()
+                if key is None
+                else np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=key))
+            )
+            negatives, log_q = self.sampler.sample(users, self.num_negatives, rng)
         else:
             negatives, log_q = (part[index] for part in self.fixed_negatives)
         extras: dict[str, np.ndarray] = {}
         if self.history is not None:
             extras["history"], extras["history_length"] = self.history.gather(index)
         if self.item_log_q is not None:
-            extras["pos_log_q"] = self.item_log_q[self.items[index]]
+            positives = self.items[index]
+            extras["pos_log_q"] = self.item_log_q[positives]
+            # The other source's probability of each item, for the mixture's log-Q.
+            extras["neg_batch_log_q"] = self.item_log_q[negatives]
+            extras["pos_sampler_log_q"] = self.sampler.item_log_p[positives].astype(np.float32)
         return self.build(users, self.items[index], negatives, log_q, extras)
 
     def __getitem__(self, index: int) -> Batch:
