@@ -18,6 +18,11 @@ from lit_matching.modules import (
     PointwiseMatching,
 )
 from lit_matching.multi_interest import MultiInterestTower
+from lit_matching.recommendation_table import (
+    RecommendationTable,
+    load_item_titles,
+    recommendation_table,
+)
 from lit_matching.retrieval.evaluation import (
     RetrievalEvaluator,
     evaluate_retrieval,
@@ -48,6 +53,7 @@ __all__ = [
     "Numeric",
     "PairwiseMatching",
     "PointwiseMatching",
+    "RecommendationTable",
     "RetrievalEvaluator",
     "Retriever",
     "SelfAttentionTower",
@@ -58,9 +64,11 @@ __all__ = [
     "evaluate_retrieval",
     "export_retriever",
     "get_similarity",
+    "load_item_titles",
     "load_movielens_small",
     "load_movielens_small_movies",
     "most_popular_metrics",
     "read_interactions",
+    "recommendation_table",
     "softmax_loss",
 ]

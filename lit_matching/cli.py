@@ -4,11 +4,13 @@
 data with the packaged ``listwise`` config, evaluates the best checkpoint on validation and
 test, prints a table of retrieval metrics next to the most-popular baseline, and exports the
 model as a retriever directory (``<log dir>/retriever``). ``--config NAME`` selects a packaged
-config (``listwise``, ``pairwise``, ``pointwise``, ``sequence``, ``ml100k-features``) or any
-YAML file; every value can be overridden on the command line (``--trainer.max_epochs 5``).
+config (``lit-matching configs`` lists them) or any YAML file; every value can be overridden on
+the command line (``--trainer.max_epochs 5``), and ``--print_config`` prints the result.
 
 Besides LightningCLI's ``fit``, ``validate``, ``test`` and ``predict``:
 
+* ``lit-matching configs`` lists the packaged configs, one line each; ``lit-matching configs
+  NAME`` prints one (a starting point for your own YAML file);
 * ``lit-matching export --config CFG --ckpt_path CKPT --output DIR`` exports a checkpoint;
 * ``lit-matching recommend DIR --user ID [--user ID ...] [--k 10] [--include-seen]`` prints
   recommendations from an exported directory (``--item ID`` prints similar items).
@@ -21,15 +23,19 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pytorch_lightning as pl
 import torch
+import yaml
 from jsonargparse import ArgumentParser, Namespace
-from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
 from lit_matching.data.datamodule import MatchingDataModule
 from lit_matching.modules import MatchingModule
@@ -38,15 +44,24 @@ from lit_matching.retrieval.retriever import Retriever, export_retriever
 
 __all__ = [
     "MatchingCLI",
+    "RunConfigSaver",
+    "config_description",
     "format_metrics_table",
     "main",
     "packaged_config",
     "packaged_configs",
     "run_cli",
+    "run_dir",
 ]
 
 _SUBCOMMANDS = ("fit", "validate", "test", "predict")
 DEFAULT_CONFIG = "listwise"
+_DESCRIPTION = (
+    "Train and evaluate two-tower retrieval models. --config NAME picks a packaged config "
+    "(list them with `lit-matching configs`) or a YAML file. Other commands: "
+    "`lit-matching configs [NAME]`, `lit-matching export --config CFG --ckpt_path CKPT "
+    "--output DIR`, `lit-matching recommend DIR --user ID [--k 10]`."
+)
 
 
 def packaged_configs() -> list[str]:
@@ -62,11 +77,31 @@ def packaged_configs() -> list[str]:
 
 
 def packaged_config(name: str) -> str:
-    """Path of the packaged config ``name`` (with or without ``.yaml``)."""
+    """Path of the packaged config ``name`` (with or without ``.yaml``).
+
+    Example:
+        >>> Path(packaged_config("pairwise")).name
+        'pairwise.yaml'
+    """
     name = name.removesuffix(".yaml")
     if name not in packaged_configs():
         raise ValueError(f"no packaged config {name!r}; packaged: {packaged_configs()}")
     return str(files("lit_matching") / "configs" / f"{name}.yaml")
+
+
+def config_description(name: str) -> str:
+    """What the packaged config ``name`` trains: the first line of its header comment.
+
+    Example:
+        >>> config_description("pairwise")
+        'Pair-wise two-tower MF (ID towers), embedded MovieLens ml-latest-small.'
+    """
+    for line in Path(packaged_config(name)).read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        if text := line.lstrip("#").strip():
+            return text
+    return ""
 
 
 def _resolve_configs(args: list[str]) -> list[str]:
@@ -80,7 +115,9 @@ def _resolve_configs(args: list[str]) -> list[str]:
         has_config = True
         value_at = i if inline else i + 1
         value = inline or (resolved[value_at] if value_at < len(resolved) else "")
-        if value and not Path(value).exists() and value.removesuffix(".yaml") in packaged_configs():
+        # A folder named like a config (e.g. the data folder ./gowalla) is not a config file.
+        packaged = value.removesuffix(".yaml") in packaged_configs()
+        if value and packaged and not Path(value).is_file():
             path = packaged_config(value)
             resolved[value_at] = f"{flag}={path}" if inline else path
     if not has_config and resolved and resolved[0] in _SUBCOMMANDS:
@@ -145,6 +182,76 @@ def _instantiate_datamodule(data: Namespace) -> MatchingDataModule:
     return parser.instantiate(config).data
 
 
+def run_dir(trainer: pl.Trainer) -> str:
+    """The directory of this run, where ``config.yaml`` and the exported retriever go.
+
+    A CSV or TensorBoard logger's ``log_dir`` (``<save_dir>/<name>/version_N``); for other
+    loggers, such as W&B's, whose ``save_dir`` every run shares, ``<save_dir>/<name>/<version>``
+    (for W&B: ``<save_dir>/<project>/<run id>``), where ``ModelCheckpoint`` puts the run's
+    checkpoints; without a logger, ``default_root_dir``. A collective under DDP (every rank
+    gets rank 0's directory), like ``trainer.log_dir``.
+    """
+    if not trainer.loggers:
+        directory = trainer.default_root_dir
+    elif isinstance(trainer.loggers[0], (CSVLogger, TensorBoardLogger)):
+        directory = trainer.loggers[0].log_dir
+    else:
+        logger = trainer.loggers[0]
+        version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+        save_dir = logger.save_dir if logger.save_dir is not None else trainer.default_root_dir
+        directory = os.path.join(save_dir, str(logger.name), version)
+    return trainer.strategy.broadcast(directory)
+
+
+@contextmanager
+def _keeping_none() -> Iterator[None]:
+    """Silence the deprecation of ``skip_none=False`` (Lightning's own, for jsonargparse < 4.49)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
+
+
+class RunConfigSaver(SaveConfigCallback):
+    """Saves ``config.yaml`` in :func:`run_dir` and logs the config to every ``WandbLogger``.
+
+    Lightning's ``SaveConfigCallback`` writes to ``trainer.log_dir``, which for a W&B logger is
+    the ``save_dir`` every run shares (so a second run would stop rather than overwrite it).
+    W&B gets the whole config (``trainer``, ``model``, ``data``, ``seed_everything``) next to
+    the model's hyper-parameters.
+    """
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Write ``<run dir>/config.yaml`` (global zero), once; never over an earlier run's."""
+        if self.already_saved:
+            return
+        path = Path(run_dir(trainer)) / self.config_filename  # a collective under DDP
+        exists = trainer.strategy.broadcast(trainer.is_global_zero and path.is_file())
+        if exists and not self.overwrite:
+            raise RuntimeError(f"{path} exists: not overwriting the config of an earlier run")
+        if trainer.is_global_zero:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with _keeping_none():
+                self.parser.save(
+                    self.config,
+                    str(path),
+                    skip_none=False,
+                    overwrite=True,
+                    multifile=self.multifile,
+                )
+            self.save_config(trainer, pl_module, stage)
+            self.already_saved = True
+        self.already_saved = trainer.strategy.broadcast(self.already_saved)
+
+    def save_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Log the config to every W&B logger of the trainer (global zero only)."""
+        loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+        if loggers:
+            with _keeping_none():
+                config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+            for logger in loggers:
+                logger.experiment.config.update(config, allow_val_change=True)
+
+
 class MatchingCLI(LightningCLI):
     """LightningCLI that fills the towers' vocabulary sizes from the data and reports metrics."""
 
@@ -160,6 +267,8 @@ class MatchingCLI(LightningCLI):
         """
         config = self.config[self.subcommand] if self.subcommand else self.config
         datamodule = _instantiate_datamodule(config.data)
+        if datamodule.progress is None and config.trainer.get("enable_progress_bar") is False:
+            datamodule.progress = False  # no data-preparation bar either
         # LightningCLI records the model's hyperparameters from a dump of the config; take it
         # now, as given: a filled-in feature table does not serialise.
         dump_config = getattr(self, "_dump_config", None)
@@ -198,7 +307,7 @@ class MatchingCLI(LightningCLI):
         ckpt_path = "best" if has_best else None
         trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
-        log_dir = trainer.log_dir  # a collective under DDP: every rank must ask
+        log_dir = run_dir(trainer)  # a collective under DDP: every rank must ask
         if not trainer.is_global_zero:
             return
         assert isinstance(datamodule, MatchingDataModule)
@@ -215,9 +324,7 @@ class MatchingCLI(LightningCLI):
                 )
             }
         )
-        exported = export_retriever(
-            model, datamodule, Path(log_dir or ".") / "retriever", overwrite=True
-        )
+        exported = export_retriever(model, datamodule, Path(log_dir) / "retriever", overwrite=True)
         elapsed = time.perf_counter() - getattr(self, "_started", time.perf_counter())
         print(
             f"\n{type(model).__name__} ({model.similarity.name}) on {datamodule.num_users} users x "
@@ -244,7 +351,8 @@ def run_cli(args: Sequence[str] | None = None) -> MatchingCLI:
         MatchingDataModule,
         subclass_mode_model=True,
         args=argv,
-        parser_kwargs={"description": "Train and evaluate two-tower retrieval models."},
+        save_config_callback=RunConfigSaver,
+        parser_kwargs={"description": _DESCRIPTION},
         auto_configure_optimizers=False,
     )
 
@@ -315,7 +423,35 @@ def export_command(args: Sequence[str]) -> None:
     print(f"Retriever exported to {path}")
 
 
-_EXTRA_COMMANDS = {"recommend": recommend_command, "export": export_command}
+def configs_command(args: Sequence[str]) -> None:
+    """``lit-matching configs [NAME]``: list the packaged configs, or print one."""
+    parser = argparse.ArgumentParser(
+        prog="lit-matching configs",
+        description="List the packaged configs (one line each), or print the YAML file of one.",
+    )
+    parser.add_argument("name", nargs="?", choices=packaged_configs(), help="config to print")
+    options = parser.parse_args(args)
+    if options.name:
+        print(Path(packaged_config(options.name)).read_text(), end="")
+        return
+    names = packaged_configs()
+    width = max(len(name) for name in names)
+    for name in names:
+        default = " (default)" if name == DEFAULT_CONFIG else ""
+        print(f"{name:<{width}}  {config_description(name)}{default}")
+    hints = {
+        "Train one:": "lit-matching fit --config NAME",
+        "Print it with every default:": "lit-matching fit --config NAME --print_config",
+    }
+    width = max(len(hint) for hint in hints)
+    print("\n" + "\n".join(f"{hint:<{width}} {command}" for hint, command in hints.items()))
+
+
+_EXTRA_COMMANDS = {
+    "configs": configs_command,
+    "recommend": recommend_command,
+    "export": export_command,
+}
 
 
 def main() -> None:

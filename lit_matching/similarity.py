@@ -36,7 +36,26 @@ SimilarityName = Literal["cosine", "dot", "euclidean"]
 
 
 class Similarity:
-    """Base class: a score between query and candidate vectors, higher = closer."""
+    """Base class: a score between query and candidate vectors, higher = closer.
+
+    A custom score sets :attr:`name` and :attr:`faiss_metric` (the FAISS metric that ranks
+    exactly as it does, after :meth:`prepare`) and implements :meth:`matrix` and
+    :meth:`rowwise`; an instance can be passed wherever a similarity name is accepted.
+
+    Example:
+        >>> import torch
+        >>> class Doubled(Similarity):  # twice the dot product: ranks as inner product
+        ...     name, faiss_metric = "doubled", "ip"
+        ...     def matrix(self, queries, candidates):
+        ...         return 2 * queries @ candidates.T
+        ...     def rowwise(self, queries, candidates):
+        ...         return 2 * (queries * candidates).sum(-1)
+        >>> similarity = get_similarity(Doubled())
+        >>> similarity.matrix(torch.eye(2), torch.tensor([[1.0, 2.0]])).tolist()
+        [[2.0], [4.0]]
+        >>> similarity.rowwise(torch.eye(2), torch.tensor([[1.0, 2.0]])).tolist()
+        [2.0, 4.0]
+    """
 
     name: ClassVar[str]
     faiss_metric: ClassVar[FaissMetric]

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from lit_matching.cli import packaged_configs, run_cli
+from lit_matching.cli import run_cli
 from lit_matching.retrieval.evaluation import RetrievalEvaluator, most_popular_metrics
 
 SHOWN = ("hit_rate@10", "hit_rate@50", "ndcg@10", "ndcg@50", "recall@20")
@@ -27,7 +27,7 @@ SHOWN = ("hit_rate@10", "hit_rate@50", "ndcg@10", "ndcg@50", "recall@20")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", nargs="+", default=packaged_configs())
+    parser.add_argument("--configs", nargs="+", default=["listwise", "pairwise", "pointwise"])
     parser.add_argument("--epochs", type=int, default=None, help="override max_epochs")
     parser.add_argument("overrides", nargs="*", help="passed to lit-matching fit (after --)")
     args = parser.parse_args()

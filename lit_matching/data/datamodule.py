@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,6 +43,7 @@ from lit_matching.data.tuples import (
     keep_batch,
 )
 from lit_matching.features import Categorical, FeatureSpec, FeatureTable, MultiCategorical, Numeric
+from lit_matching.progress import progress_enabled, progress_steps
 
 __all__ = ["MatchingDataModule"]
 
@@ -167,6 +168,10 @@ class MatchingDataModule(LightningDataModule):
             usually fastest for in-memory data).
         seed: Seed of the training order (on one device) and of negative sampling
             (combined with the DDP rank).
+        progress: A progress bar (stderr, rank 0) over the preparation steps: reading,
+            cleaning, indexing, splitting, item sets, feature tables. ``None`` (default): when
+            stderr is a terminal (the ``lit-matching`` CLI turns it off with the trainer's
+            ``enable_progress_bar=false``); see :mod:`lit_matching.progress`.
 
     Example:
         >>> dm = MatchingDataModule(mode="listwise", batch_size=2, num_negatives=3)
@@ -208,6 +213,7 @@ class MatchingDataModule(LightningDataModule):
         eval_batch_size: int = 4096,
         num_workers: int = 0,
         seed: int = 0,
+        progress: bool | None = None,
     ):
         super().__init__()
         self.mode = _MODE_NUMBERS.get(mode, mode) if isinstance(mode, int) else mode
@@ -264,6 +270,7 @@ class MatchingDataModule(LightningDataModule):
                 )
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.seed = num_workers, seed
+        self.progress = progress
         self._prepared = False
 
     # ------------------------------------------------------------------ preparation
@@ -308,17 +315,26 @@ class MatchingDataModule(LightningDataModule):
             return {name: self._read(part) for name, part in source.items()}
         return None
 
-    def _index_and_split(self) -> tuple[IndexedInteractions, Split, str]:
-        """The indexed log, its split and a few words on how it was split."""
+    def _index_and_split(
+        self, step: Callable[[str], None]
+    ) -> tuple[IndexedInteractions, Split, str]:
+        """The indexed log, its split and a few words on how it was split.
+
+        ``step(name)`` is called as each step starts (for the progress bar).
+        """
+        step("reading")
         parts = self._presplit_parts()
         if parts is None:
             source = self.interactions
             assert not isinstance(source, Mapping)  # mappings are pre-split
             frame = load_movielens_small() if source is None else self._read(source)
+            step("cleaning")
             frame = self._k_core(self._clean(frame))
+            step("indexing")
             data = index_interactions(frame, self.user_col, self.item_col, self.time_col)
             frame = data.frame.assign(order=np.arange(len(data.frame)))
             options = self.split_options
+            step("splitting")
             split = SPLITS[self.split](frame, **options)
             return data, split, f"{self.split} split" + (f" {options}" if options else "")
         if self.min_user_interactions or self.min_item_interactions:
@@ -327,13 +343,16 @@ class MatchingDataModule(LightningDataModule):
                 "available for input that is not pre-split"
             )
         # One vocabulary over all parts; the part of each row travels as a column.
+        step("cleaning")
         named = {_PART_NAMES[name]: self._clean(part) for name, part in parts.items()}
         labelled = pd.concat(
             [part.assign(_part=name) for name, part in named.items()], ignore_index=True
         )
+        step("indexing")
         data = index_interactions(
             labelled, self.user_col, self.item_col, self.time_col, extra_columns=["_part"]
         )
+        step("splitting")
         frame = data.frame.assign(order=np.arange(len(data.frame)))
         by_part = {name: frame[frame._part == name].drop(columns="_part") for name in named}
         split = presplit(by_part["train"], by_part.get("val"), by_part["test"])
@@ -342,7 +361,16 @@ class MatchingDataModule(LightningDataModule):
     def _prepare(self) -> None:
         if self._prepared:
             return
-        data, split, described = self._index_and_split()
+        sides = [side for side, (table, _, _) in self.side_features.items() if table is not None]
+        steps = ["reading", "cleaning", "indexing", "splitting", "item sets"]
+        steps += [f"{side} features" for side in sides]
+        shown = progress_enabled(self.progress, self.trainer)
+        with progress_steps(steps, "lit_matching data", shown) as step:
+            self._prepare_steps(step)
+
+    def _prepare_steps(self, step: Callable[[str], None]) -> None:
+        data, split, described = self._index_and_split(step)
+        step("item sets")
         self.user_vocab: IdVocabulary = data.users
         self.item_vocab: IdVocabulary = data.items
         self._splits = split
@@ -359,7 +387,7 @@ class MatchingDataModule(LightningDataModule):
             int((self.item_counts[part.item.to_numpy()] == 0).sum())
             for part in (split.val, split.test)
         ]
-        self._feature_tables = {side: self._feature_table(side) for side in ("user", "item")}
+        self._feature_tables = {side: self._feature_table(side, step) for side in ("user", "item")}
         rank_zero_info(
             f"lit_matching: {shape[0]} users, {shape[1]} items; "
             f"{len(split.train)} train / {len(split.val)} val / {len(split.test)} test "
@@ -368,10 +396,11 @@ class MatchingDataModule(LightningDataModule):
         )
         self._prepared = True
 
-    def _feature_table(self, side: str) -> FeatureTable | None:
+    def _feature_table(self, side: str, step: Callable[[str], None]) -> FeatureTable | None:
         source, specs, id_col = self.side_features[side]
         if source is None:
             return None
+        step(f"{side} features")
         if isinstance(source, (str, Path)) and not Path(source).exists():
             raise FileNotFoundError(f"{side}_side_features file {str(source)!r} does not exist")
         if isinstance(source, (str, Path)) and Path(source).suffix in (".user", ".item"):

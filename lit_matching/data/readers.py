@@ -525,7 +525,8 @@ def read_split_files(
         directory: Folder holding the files.
         names: File names of the ``train``, ``valid`` and ``test`` parts, in that order; the
             validation file may be missing (or ``None``).
-        format: Format of all three files, as in :func:`read_interactions`.
+        format: Format of all three files, as in :func:`read_interactions`; ``"auto"``
+            infers it from the train file and reads every part so.
 
     Returns:
         ``{"train": ..., "valid": ..., "test": ...}``; ``"valid"`` is absent when its file is.
@@ -538,17 +539,21 @@ def read_split_files(
     Example:
         >>> import os, tempfile
         >>> folder = tempfile.mkdtemp()
-        >>> for name, text in (("train.txt", "0 1 2\n"), ("test.txt", "0 3\n")):
+        >>> for name, text in (("train.txt", "0 1 2 4\n"), ("test.txt", "0 3 5\n")):
         ...     with open(os.path.join(folder, name), "w") as f:
         ...         _ = f.write(text)
         >>> parts = read_split_files(folder)
-        >>> sorted(parts), parts["test"].item_id.tolist()
-        (['test', 'train'], [3])
+        >>> sorted(parts), parts["test"].item_id.tolist()  # user-lines, like the train file
+        (['test', 'train'], [3, 5])
     """
     if len(names) != 3:
         raise ValueError(f"names must be (train, valid, test) file names, got {names!r}")
     directory = Path(directory)
     parts: dict[str, pd.DataFrame] = {}
+    if format == "auto" and names[0] is not None and (directory / names[0]).is_file():
+        # One format for all parts, from the largest file: a short test file whose lines hold
+        # two items each would otherwise sniff as (user, item, rating) triples.
+        format = detect_format(directory / names[0])
     for part, name in zip(("train", "valid", "test"), names, strict=True):
         if name is None and part != "valid":
             raise ValueError(f"the {part} file name cannot be None")

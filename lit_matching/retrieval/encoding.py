@@ -16,6 +16,7 @@ def encode_in_batches(
     features: Mapping[str, Tensor],
     device: torch.device | str,
     batch_size: int = 4096,
+    progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """``encode`` applied to row slices of ``features``, without gradients: a float32 array.
 
@@ -24,6 +25,8 @@ def encode_in_batches(
         features: Tensors with one row per entity, e.g. ``{"ids": ..., "history": ...}``.
         device: Where ``encode`` runs; each batch is moved there.
         batch_size: Rows per call.
+        progress: Called with the number of rows of each batch once it is encoded (e.g. a
+            progress bar's ``update``; see :mod:`lit_matching.progress`).
 
     Example:
         >>> table = torch.nn.Embedding(5, 2)
@@ -40,4 +43,6 @@ def encode_in_batches(
         for start in range(0, rows, batch_size):
             batch = {k: v[start : start + batch_size].to(device) for k, v in features.items()}
             chunks.append(encode(batch).float().cpu().numpy())
+            if progress is not None:
+                progress(len(chunks[-1]))
     return np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)

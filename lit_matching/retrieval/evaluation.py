@@ -12,6 +12,7 @@ from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
 from lit_matching.data.item_sets import EvalSet
+from lit_matching.progress import ProgressBars, progress_bar, progress_bars
 from lit_matching.retrieval.encoding import encode_in_batches
 from lit_matching.retrieval.metrics import hit_matrix, retrieval_metrics
 from lit_matching.retrieval.search import (
@@ -37,6 +38,8 @@ def evaluate_retrieval(
     search_params: Mapping[str, float] | None = None,
     item_counts: np.ndarray | None = None,
     batch_size: int = 4096,
+    progress: bool | ProgressBars = False,
+    progress_label: str = "retrieval",
 ) -> dict[str, float]:
     """Search the full catalogue for every evaluated user and score the top ``max(ks)``.
 
@@ -54,6 +57,9 @@ def evaluate_retrieval(
         search_params: Search parameters of the index, e.g. ``{"efSearch": 128}``.
         item_counts: Training count of each item, for ``popularity@K``.
         batch_size: Queries per FAISS call (the result does not depend on it).
+        progress: Show a progress bar of the search: ``True`` for a tqdm bar on stderr, or
+            the :class:`~lit_matching.progress.ProgressBars` to make it with.
+        progress_label: What the bar is labelled with, e.g. ``"val"``.
 
     Returns:
         ``{"recall@10": ..., "ndcg@10": ..., ...}`` averaged over the evaluated users.
@@ -71,15 +77,20 @@ def evaluate_retrieval(
     k = max(ks)
     exclude = eval_set.exclude if exclude_seen else None
     searched = build_index(item_vectors, metric, index, search_params)
-    found, _ = search_top_k(searched, user_vectors, k, exclude, batch_size)
+    bars = ProgressBars() if progress is True else progress or None
+    queries = int(np.prod(user_vectors.shape[:-1]))  # users x interests
+    with progress_bar(bars, queries, f"{progress_label}: searching", "query") as advance:
+        found, _ = search_top_k(searched, user_vectors, k, exclude, batch_size, advance)
     hits = hit_matrix(found, eval_set.targets)
     metrics = retrieval_metrics(
         hits, eval_set.targets.counts(), ks, top_items=found, item_counts=item_counts
     )
     if not is_exact(index):
-        exact, _ = search_top_k(
-            build_index(item_vectors, metric), user_vectors, k, exclude, batch_size
-        )
+        label = f"{progress_label}: exact search (ann_recall)"
+        with progress_bar(bars, queries, label, "query") as advance:
+            exact, _ = search_top_k(
+                build_index(item_vectors, metric), user_vectors, k, exclude, batch_size, advance
+            )
         metrics |= {f"ann_recall@{cut}": overlap_at_k(found, exact, cut) for cut in ks}
     return metrics
 
@@ -91,6 +102,15 @@ def most_popular_metrics(
 
     Popularity ranking is inner-product search with a score of 1 per user and the item's
     training count per item, so it goes through exactly the same search and metrics as a model.
+
+    Example:
+        >>> from lit_matching.data.item_sets import ItemSets
+        >>> users = np.array([0, 1])  # user 0 has seen item 2, the most popular one
+        >>> eval_set = EvalSet(users, targets=ItemSets.from_pairs(users, [1, 2], 2, 3),
+        ...                    exclude=ItemSets.from_pairs([0], [2], 2, 3))
+        >>> metrics = most_popular_metrics(np.array([1, 5, 9]), eval_set, ks=[1])
+        >>> metrics["hit_rate@1"], metrics["coverage@1"]  # user 0 gets item 1, user 1 item 2
+        (1.0, 0.6666666666666666)
     """
     items = np.asarray(item_counts, dtype=np.float32)[:, None]
     users = np.ones((len(eval_set.users), 1), dtype=np.float32)
@@ -132,6 +152,9 @@ class RetrievalEvaluator(Callback):
         exclude_seen: Exclude seen items (training items for validation, training and
             validation items for test).
         batch_size: Users / items encoded per forward pass, and queries per FAISS call.
+        progress: Progress bars (on stderr, rank 0) for encoding users and items and for the
+            search. ``None`` (default): when the trainer shows its progress bar and stderr is
+            a terminal; see :mod:`lit_matching.progress`.
 
     Example:
         >>> evaluator = RetrievalEvaluator(ks=(10, 50))
@@ -146,6 +169,7 @@ class RetrievalEvaluator(Callback):
         search_params: dict[str, float] | None = None,
         exclude_seen: bool = True,
         batch_size: int = 4096,
+        progress: bool | None = None,
     ):
         if not ks or any(not isinstance(k, int) or k < 1 for k in ks):
             raise ValueError(f"ks has to be a non-empty list of positive integers, got {ks!r}")
@@ -154,6 +178,7 @@ class RetrievalEvaluator(Callback):
         self.search_params = dict(search_params or {})
         self.exclude_seen = exclude_seen
         self.batch_size = batch_size
+        self.progress = progress
         #: The metrics of the last evaluation of each stage, e.g. ``{"val": {"recall@10": ..}}``.
         self.results: dict[str, dict[str, float]] = {}
 
@@ -165,18 +190,32 @@ class RetrievalEvaluator(Callback):
         num_items: int,
         item_counts: np.ndarray | None = None,
         user_features: Mapping[str, Tensor] | None = None,
+        progress: bool | ProgressBars = False,
+        progress_label: str = "retrieval",
     ) -> dict[str, float]:
         """Encode users and items with ``pl_module`` and compute the metrics.
 
         ``user_features`` (one row per ``eval_set.users``, e.g. with their history) default
-        to the user ids alone.
+        to the user ids alone. With ``progress`` (``True``, or the
+        :class:`~lit_matching.progress.ProgressBars` to use), bars labelled ``progress_label``
+        show the encoding and the search.
         """
         if user_features is None:
             user_features = {"ids": torch.as_tensor(eval_set.users)}
-        users = encode_in_batches(pl_module.encode_users, user_features, device, self.batch_size)
-        items = encode_in_batches(
-            pl_module.encode_items, {"ids": torch.arange(num_items)}, device, self.batch_size
-        )
+        bars = ProgressBars() if progress is True else progress or None
+        rows = len(next(iter(user_features.values())))
+        with progress_bar(bars, rows, f"{progress_label}: encoding users", "user") as done:
+            users = encode_in_batches(
+                pl_module.encode_users, user_features, device, self.batch_size, done
+            )
+        with progress_bar(bars, num_items, f"{progress_label}: encoding items", "item") as done:
+            items = encode_in_batches(
+                pl_module.encode_items,
+                {"ids": torch.arange(num_items)},
+                device,
+                self.batch_size,
+                done,
+            )
         return evaluate_retrieval(
             users,
             items,
@@ -188,6 +227,8 @@ class RetrievalEvaluator(Callback):
             search_params=self.search_params,
             item_counts=item_counts,
             batch_size=self.batch_size,
+            progress=bars or False,
+            progress_label=progress_label,
         )
 
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -210,6 +251,8 @@ class RetrievalEvaluator(Callback):
             datamodule.num_items,
             getattr(datamodule, "item_counts", None),
             features,
+            progress=progress_bars(self.progress, trainer) or False,
+            progress_label=stage,
         )
         self.results[stage] = metrics
         for name, value in metrics.items():

@@ -742,6 +742,22 @@ def export_retriever(
 
     Returns:
         The path of the export (open it with :meth:`Retriever.load`).
+
+    Example:
+        >>> from lit_matching import IDEmbeddingTower, ListwiseMatching, MatchingDataModule
+        >>> log = pd.DataFrame({"user_id": [1, 1, 1, 2, 2, 2], "item_id": [5, 6, 7, 5, 7, 8],
+        ...                     "timestamp": [1, 2, 3, 1, 2, 3]})
+        >>> data = MatchingDataModule(interactions=log)
+        >>> model = ListwiseMatching(IDEmbeddingTower(data.num_users, 4),
+        ...                          IDEmbeddingTower(data.num_items, 4))
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = export_retriever(model, data, Path(folder) / "retriever")
+        ...     print(sorted(file.name for file in path.iterdir()))
+        ...     print(Retriever.load(path).recommend(1, k=1).columns.tolist())
+        ... # doctest: +NORMALIZE_WHITESPACE
+        ['index.faiss', 'item_embeddings.npy', 'item_ids.json', 'meta.json', 'seen_items.npz',
+         'user_embeddings.npy', 'user_ids.json']
+        ['user_id', 'rank', 'item_id', 'score']
     """
     overwrite = kwargs.pop("overwrite", False)
     return Retriever.from_module(module, datamodule, **kwargs).export(directory, overwrite)

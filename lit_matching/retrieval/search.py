@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import faiss
 import numpy as np
@@ -122,6 +122,7 @@ def search_top_k(
     k: int,
     exclude: ItemSets | None = None,
     batch_size: int = 4096,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top ``k`` items per query, best first, never one of the query's excluded items.
 
@@ -140,6 +141,8 @@ def search_top_k(
         k: Results per query.
         exclude: Row ``i`` lists items never returned for query ``i``.
         batch_size: Queries per FAISS call.
+        progress: Called with the number of query vectors of each batch once it is searched
+            (``U * K`` in all for multi-interest queries), e.g. a progress bar's ``update``.
 
     Returns:
         ``(items, scores)``, both ``(U, k)``; where fewer than ``k`` items remain, the tail is
@@ -162,7 +165,7 @@ def search_top_k(
         if exclude is not None:
             exclude = exclude.select(np.repeat(np.arange(users), interests))
         items, scores = search_top_k(
-            index, queries.reshape(users * interests, dim), k, exclude, batch_size
+            index, queries.reshape(users * interests, dim), k, exclude, batch_size, progress
         )
         return merge_interests(
             items.reshape(users, interests * k), scores.reshape(users, interests * k), k
@@ -194,6 +197,8 @@ def search_top_k(
         width = min(width, k)
         items[rows, :width] = found[:, :width]
         scores[rows, :width] = found_scores[:, :width]
+        if progress is not None:
+            progress(len(rows))
     return items, scores
 
 
