@@ -69,7 +69,7 @@ def packaged_configs() -> list[str]:
 
     Example:
         >>> packaged_configs()
-        ['listwise', 'ml100k-features', 'pairwise', 'pointwise', 'sequence']
+        ['gowalla', 'listwise', 'ml100k-features', 'pairwise', 'pointwise', 'sequence']
     """
     folder = files("lit_matching") / "configs"
     names = (p.name for p in folder.iterdir())

@@ -84,7 +84,6 @@ def test_evaluator_bars_follow_the_setting_and_the_trainer(fitted, progress, cap
 
 def test_inside_a_rich_trainer_bars_are_tasks_of_its_display():
     """Lightning's Rich display owns the terminal while it runs: bars join it as tasks."""
-    pytest.importorskip("rich")
     from types import SimpleNamespace
 
     from pytorch_lightning.callbacks import RichProgressBar
