@@ -1,16 +1,21 @@
 """Every tower trains in every mode through the same LightningModules."""
 
+import numpy as np
+import pandas as pd
 import pytest
 import pytorch_lightning as pl
 import torch
 from conftest import MODULES
 
 from lit_matching import (
+    Categorical,
+    FeatureTower,
     GRUTower,
     HistoryPoolingTower,
     IDEmbeddingTower,
     MatchingDataModule,
     MultiInterestTower,
+    Numeric,
     RetrievalEvaluator,
     Retriever,
     SelfAttentionTower,
@@ -19,9 +24,34 @@ from lit_matching import (
 DIM = 16
 
 
-def user_tower(kind, dm, item_tower):
-    shared = item_tower.embedding  # the history shares the item tower's id table
+def side_tables(log):
+    """User and item side features of the synthetic log (users like one item half)."""
+    users = np.sort(log.user_id.unique())
+    items = np.sort(log.item_id.unique())
+    user_frame = pd.DataFrame(
+        {"user_id": users, "parity": [int(u[1:]) % 2 for u in users], "age": np.arange(len(users))}
+    )
+    item_frame = pd.DataFrame({"item_id": items, "half": (items >= 150).astype(int)})
     return {
+        "user_side_features": user_frame,
+        "user_feature_specs": [Categorical("parity"), Numeric("age")],
+        "item_side_features": item_frame,
+        "item_feature_specs": [Categorical("half")],
+    }
+
+
+FEATURE_KINDS = ("dssm", "youtubednn")
+
+
+def user_tower(kind, dm, item_tower):
+    shared = getattr(item_tower, "embedding", None)  # histories share the item tower's ids
+    return {
+        "dssm": lambda: FeatureTower(dm.user_feature_table, DIM, num_ids=dm.num_users),
+        "youtubednn": lambda: FeatureTower(
+            dm.user_feature_table,
+            DIM,
+            history_tower=HistoryPoolingTower(dm.num_items, DIM, item_embedding=shared),
+        ),
         "id": lambda: IDEmbeddingTower(dm.num_users, DIM),
         "pooling": lambda: HistoryPoolingTower(dm.num_items, DIM, item_embedding=shared),
         "gru": lambda: GRUTower(dm.num_items, DIM, item_embedding=shared),
@@ -46,13 +76,26 @@ def mean_loss(model, batches):
 
 
 @pytest.mark.parametrize("mode", list(MODULES))
-@pytest.mark.parametrize("kind", ["id", "pooling", "gru", "attention", "multi_interest", "routing"])
+@pytest.mark.parametrize(
+    "kind",
+    ["id", "pooling", "gru", "attention", "multi_interest", "routing", "dssm", "youtubednn"],
+)
 def test_tower_trains_in_mode(small_log, mode, kind):
     pl.seed_everything(0)
+    sides = side_tables(small_log) if kind in FEATURE_KINDS else {}
     dm = MatchingDataModule(
-        mode=mode, interactions=small_log, history_length=5, batch_size=32, num_negatives=4
+        mode=mode,
+        interactions=small_log,
+        history_length=5,
+        batch_size=32,
+        num_negatives=4,
+        **sides,
     )
-    items = IDEmbeddingTower(dm.num_items, DIM)
+    items = (
+        FeatureTower(dm.item_feature_table, DIM, num_ids=dm.num_items)  # DSSM item tower
+        if kind == "dssm"
+        else IDEmbeddingTower(dm.num_items, DIM)
+    )
     # Point-wise BCE on cosine scores / 0.5 bottoms out near 0.58 (logits within +-2), so 0.25
     temperature = 0.25 if mode == "pointwise" else 0.5
     model = MODULES[mode](
