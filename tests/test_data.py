@@ -104,36 +104,25 @@ def test_sampler_rejects_user_who_saw_everything():
         UniformNegativeSampler(positives)
 
 
+#: Keys (sorted) and shapes of a pair- or list-wise batch of 8 rows with 4 negatives.
+RANKED_KEYS = [
+    "neg_batch_log_q",
+    "neg_items",
+    "neg_log_q",
+    "pos_items",
+    "pos_log_q",
+    "pos_sampler_log_q",
+    "users",
+]
+RANKED_SHAPES = [(8, 4), (8, 4), (8, 4), (8,), (8,), (8,), (8,)]
+
+
 @pytest.mark.parametrize(
     ("mode", "keys", "shapes"),
     [
         ("pointwise", ["items", "labels", "users"], [(40,), (40,), (40,)]),
-        (
-            "pairwise",
-            [
-                "neg_batch_log_q",
-                "neg_items",
-                "neg_log_q",
-                "pos_items",
-                "pos_log_q",
-                "pos_sampler_log_q",
-                "users",
-            ],
-            [(8, 4), (8, 4), (8, 4), (8,), (8,), (8,), (8,)],
-        ),
-        (
-            2,
-            [
-                "neg_batch_log_q",
-                "neg_items",
-                "neg_log_q",
-                "pos_items",
-                "pos_log_q",
-                "pos_sampler_log_q",
-                "users",
-            ],
-            [(8, 4), (8, 4), (8, 4), (8,), (8,), (8,), (8,)],
-        ),
+        ("pairwise", RANKED_KEYS, RANKED_SHAPES),
+        (2, RANKED_KEYS, RANKED_SHAPES),
     ],
 )
 def test_batches_of_each_mode(small_log, mode, keys, shapes):
