@@ -23,6 +23,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
+import torch.nn.functional as F
 from typing_extensions import override
 
 from lit_matching.distributed import RankGather
@@ -462,11 +463,39 @@ class ListwiseMatching(MatchingModule):
                 negatives = negatives - self.temperature * count
             return torch.cat([positive, negatives], dim=1)
 
+        scaled, own = self._in_batch_scaled_logits(batch, users, pos_items, neg_items, corrects)
+        masked = torch.isneginf(scaled).scatter_(1, own.unsqueeze(1), True)  # own positive too
+        # Back to scores without multiplying -inf (a learned temperature's gradient: NaN).
+        negatives = (scaled.masked_fill(masked, 0.0) * self.temperature).masked_fill(
+            masked, float("-inf")
+        )
+        return torch.cat([positive, negatives], dim=1)
+
+    def _in_batch_scaled_logits(
+        self,
+        batch: dict[str, Tensor],
+        users: Tensor,
+        pos_items: Tensor,
+        neg_items: Tensor,
+        corrects: bool,
+    ) -> tuple[Tensor, Tensor]:
+        """In-batch logits already divided by the temperature, and each row's own column.
+
+        ``(B, M)`` scores of every row against the global batch's candidates (every positive,
+        then every sampled negative). A row's own positive is its candidate column
+        ``offset + row``, left exact, so that the loss is a plain cross-entropy with that
+        column as the target: no separate positive column, and every ``(B, M)`` step after the
+        matrix product is done in place. Accidental hits are ``-inf``, masked after the
+        division (a learned temperature's gradient would be NaN through ``-inf / t``).
+        """
+        pos_ids, neg_ids = batch["pos_items"], batch["neg_items"]
         gather = RankGather(len(pos_ids), pos_ids.device)
         num_sampled = neg_ids.shape[1]
         candidates = torch.cat([gather(pos_items), gather(neg_items).flatten(0, 1)])
         candidate_ids = torch.cat([gather(pos_ids), gather(neg_ids).flatten()])
-        negatives = self.similarity.matrix(users, candidates)
+        rows = torch.arange(len(pos_ids), device=pos_ids.device)
+        own = rows + gather.offset
+        logits = self.similarity.matrix(users, candidates) / self.temperature
         if corrects:
             count = log_expected_count(
                 self._batch_log_q(batch, gather, candidate_ids),
@@ -474,9 +503,11 @@ class ListwiseMatching(MatchingModule):
                 self._sampler_log_q(batch, gather),
                 gather.total * num_sampled,
             )
-            negatives = negatives - self.temperature * count
+            logits.sub_(count)
+            logits.diagonal(gather.offset).add_(count[own])  # the positive stays exact
         hits = candidate_ids.unsqueeze(0) == pos_ids.unsqueeze(1)
-        return torch.cat([positive, negatives.masked_fill(hits, float("-inf"))], dim=1)
+        hits[rows, own] = False
+        return logits.masked_fill_(hits, float("-inf")), own
 
     def _batch_log_q(self, batch: dict[str, Tensor], gather: RankGather, ids: Tensor) -> Tensor:
         """In-batch (positive) log-probability of each candidate: data or streamed."""
@@ -496,4 +527,12 @@ class ListwiseMatching(MatchingModule):
 
     @override
     def compute_loss(self, batch: dict[str, Tensor]) -> Tensor:
-        return softmax_loss(self.logits(batch), self.temperature)
+        if not self.in_batch_negatives:
+            return softmax_loss(self.logits(batch), self.temperature)
+        # softmax_loss(self.logits(batch), t) without the (B, 1 + M) copies: ~3x faster.
+        pos_items = self.encode_items(batch["pos_items"])
+        neg_items = self.encode_items(batch["neg_items"])
+        users = self.select_interest(self.encode_users(self.batch_users(batch)), pos_items)
+        corrects = self.training and self._corrects(batch)
+        logits, own = self._in_batch_scaled_logits(batch, users, pos_items, neg_items, corrects)
+        return F.cross_entropy(logits, own)

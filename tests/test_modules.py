@@ -80,6 +80,41 @@ def test_listwise_logits_mask_accidental_hits():
     assert math.isfinite(softmax_loss(logits, 0.5).item())
 
 
+@pytest.mark.parametrize("learn_temperature", [False, True])
+def test_in_batch_loss_is_the_softmax_loss_of_the_logits(learn_temperature):
+    # compute_loss takes a faster route (own positive as the target column, log-Q and masking
+    # in place) than softmax_loss(logits(batch), t); loss and gradients must not differ
+    torch.manual_seed(0)
+    model = ListwiseMatching(
+        IDEmbeddingTower(5, 8),
+        IDEmbeddingTower(9, 8),
+        temperature=0.2,
+        learn_temperature=learn_temperature,
+        in_batch_negatives=True,
+    )
+    log_q = torch.log(torch.rand(9) + 0.05)  # an item's log q, any distribution will do
+    pos, neg = torch.tensor([4, 4, 7, 1]), torch.tensor([[0, 4], [8, 2], [7, 3], [5, 5]])
+    batch = {
+        "users": torch.tensor([0, 1, 2, 3]),
+        "pos_items": pos,
+        "neg_items": neg,
+        "pos_log_q": log_q[pos],
+        "neg_batch_log_q": log_q[neg],
+        "pos_sampler_log_q": log_q.flip(0)[pos],
+        "neg_log_q": log_q.flip(0)[neg],
+    }
+    params = [p for p in model.parameters()]
+    fast = model.compute_loss(batch)
+    reference = softmax_loss(model.logits(batch), model.temperature)
+    assert fast.item() == pytest.approx(reference.item(), rel=1e-6)
+    for got, expected in zip(
+        torch.autograd.grad(fast, params), torch.autograd.grad(reference, params), strict=True
+    ):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+    model.log_q_correction = False  # the correction changes the loss: the check can fail
+    assert model.compute_loss(batch).item() != pytest.approx(reference.item(), rel=1e-3)
+
+
 def test_without_in_batch_negatives_only_sampled_columns():
     model = ListwiseMatching(
         IDEmbeddingTower(3, 4), IDEmbeddingTower(6, 4), in_batch_negatives=False
