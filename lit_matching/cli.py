@@ -294,7 +294,7 @@ class MatchingCLI(LightningCLI):
         self._started = time.perf_counter()
 
     def after_fit(self) -> None:
-        """Evaluate the best checkpoint on validation and test, print the table, export it."""
+        """Evaluate the best checkpoint on validation (if any) and test, print, export it."""
         trainer, model, datamodule = self.trainer, self.model, self.datamodule
         if trainer.interrupted:
             return
@@ -305,12 +305,15 @@ class MatchingCLI(LightningCLI):
         checkpoint = trainer.checkpoint_callback
         has_best = checkpoint is not None and bool(getattr(checkpoint, "best_model_path", None))
         ckpt_path = "best" if has_best else None
-        trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+        assert isinstance(datamodule, MatchingDataModule)
+        # Trained on every part but test (e.g. train + valid): nothing to validate on.
+        stages = ["val"] if len(datamodule.eval_set("val").users) else []
+        if stages:
+            trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
         log_dir = run_dir(trainer)  # a collective under DDP: every rank must ask
         if not trainer.is_global_zero:
             return
-        assert isinstance(datamodule, MatchingDataModule)
         baseline = most_popular_metrics(
             datamodule.item_counts, datamodule.eval_set("test"), evaluator.ks
         )
@@ -318,8 +321,7 @@ class MatchingCLI(LightningCLI):
             {
                 name: {key: value for key, value in metrics.items() if "@" in key}
                 for name, metrics in (
-                    ("val", evaluator.results["val"]),
-                    ("test", evaluator.results["test"]),
+                    *[(stage, evaluator.results[stage]) for stage in [*stages, "test"]],
                     ("test:popular", baseline),
                 )
             }

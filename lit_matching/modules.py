@@ -21,9 +21,9 @@ from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
-import torch.nn.functional as F
 from typing_extensions import override
 
 from lit_matching.distributed import RankGather

@@ -65,10 +65,17 @@ def test_gowalla_config_reads_a_presplit_folder(tmp_path, monkeypatch, capsys):
     cli = run_cli(["fit", "--config", "gowalla", *SMALL])  # default path: ./gowalla
     out = capsys.readouterr().out
     assert "recall@20" in out and "ndcg@20" in out
-    dm = cli.datamodule
-    assert (len(dm.splits.train), len(dm.splits.val), len(dm.splits.test)) == (360, 60, 120)
+    header = next(line for line in out.splitlines() if line.startswith("metric"))
+    assert header.split() == ["metric", "test", "test:popular"]  # no validation part
+    dm = cli.datamodule  # trains on train.txt + valid.txt
+    assert (len(dm.splits.train), len(dm.splits.val), len(dm.splits.test)) == (420, 0, 120)
     assert cli.model.in_batch_negatives
     assert (tmp_path / "lit_matching_runs" / "gowalla" / "version_0" / "retriever").is_dir()
+    # the tuning run: train.txt only, validated on valid.txt
+    files = ["--data.split_files", "[train.txt, valid.txt, test.txt]"]
+    dm = run_cli(["fit", "--config", "gowalla", *SMALL, *files]).datamodule
+    assert (len(dm.splits.train), len(dm.splits.val), len(dm.splits.test)) == (360, 60, 120)
+    assert "val" in capsys.readouterr().out.split("metric", 1)[1].splitlines()[0]
 
 
 def test_sequence_config_fills_tower_sizes_from_the_data(tmp_path, monkeypatch, capsys):

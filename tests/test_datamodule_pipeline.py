@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lit_matching import MatchingDataModule
+from lit_matching.data.readers import read_user_lines
 
 
 def write_user_lines(path, rows):
@@ -30,6 +31,25 @@ def test_presplit_folder_of_user_lines(tmp_path):
     test = dm.eval_set("test")
     assert test.users.tolist() == [0, 1]
     assert set(dm.item_vocab.to_raw(test.exclude.row(0))) == {1, 2, 3, 4}
+
+
+def test_presplit_training_on_train_and_valid(tmp_path):
+    write_user_lines(tmp_path / "train.txt", [[0, 1, 2, 3], [1, 2, 4]])  # lines of varying
+    write_user_lines(tmp_path / "valid.txt", [[0, 4], [1, 5]])  # length: not triples
+    write_user_lines(tmp_path / "test.txt", [[0, 5], [1, 1]])
+    files = (["train.txt", "valid.txt"], None, "test.txt")
+    dm = MatchingDataModule(interactions=str(tmp_path), split_files=files, time_col=None)
+    assert (len(dm.splits.train), len(dm.splits.val), len(dm.splits.test)) == (7, 0, 2)
+    assert dm.item_vocab.to_raw(dm.train_items.row(0)).tolist() == [1, 2, 3, 4]
+    assert len(dm.eval_set("val").users) == 0
+    test = dm.eval_set("test")  # validation items are training items now: excluded
+    assert set(dm.item_vocab.to_raw(test.exclude.row(1))) == {2, 4, 5}
+    frames = {name: read_user_lines(tmp_path / name) for name in ("train.txt", "valid.txt")}
+    as_mapping = MatchingDataModule(
+        interactions={"train": list(frames.values()), "test": str(tmp_path / "test.txt")},
+        time_col=None,
+    )
+    assert as_mapping.splits.train[["user", "item"]].equals(dm.splits.train[["user", "item"]])
 
 
 def test_presplit_mapping_rejects_leaked_pairs():

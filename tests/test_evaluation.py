@@ -130,3 +130,39 @@ def test_approximate_index_reports_ann_recall():
         evaluate_retrieval(
             users, items, "l2", eval_set, ks=(10,), index="HNSW8", search_params={"nprobe": 4}
         )
+
+
+def test_test_every_n_epochs_logs_a_test_curve_during_fit(small_log):
+    import pytorch_lightning as pl
+    from conftest import quiet_trainer
+
+    from lit_matching import IDEmbeddingTower, ListwiseMatching, MatchingDataModule
+
+    class Curve(pl.Callback):
+        def __init__(self):
+            self.points = []
+
+        def on_train_epoch_end(self, trainer, pl_module):  # runs after the evaluator's
+            self.points.append(
+                (trainer.current_epoch, pl_module.training, dict(evaluator.results.get("test", {})))
+            )
+
+    pl.seed_everything(0)
+    dm = MatchingDataModule(interactions=small_log, batch_size=32)
+    model = ListwiseMatching(
+        IDEmbeddingTower(dm.num_users, 8), IDEmbeddingTower(dm.num_items, 8), learning_rate=0.05
+    )
+    evaluator = RetrievalEvaluator(ks=(5,), test_every_n_epochs=2)
+    curve = Curve()
+    trainer = quiet_trainer(max_epochs=4, callbacks=[evaluator, curve], limit_val_batches=0)
+    trainer.fit(model, dm)
+    epochs_with_test = [epoch for epoch, _, metrics in curve.points if metrics]
+    assert epochs_with_test == [1, 2, 3]  # first evaluated after epoch 1 (the 2nd), kept after
+    assert [training for _, training, _ in curve.points] == [True] * 4  # back in train mode
+    assert curve.points[1][2] != curve.points[3][2]  # evaluated again after epoch 3
+    during_fit = evaluator.results["test"]["recall@5"]
+    trainer.test(model, dm, verbose=False)  # the same weights, evaluated by trainer.test
+    assert evaluator.results["test"]["recall@5"] == pytest.approx(during_fit)
+    assert trainer.callback_metrics["test/recall@5"].item() == pytest.approx(during_fit)
+    with pytest.raises(ValueError, match="test_every_n_epochs has to be a non-negative"):
+        RetrievalEvaluator(test_every_n_epochs=-1)

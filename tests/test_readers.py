@@ -223,3 +223,21 @@ def test_split_files(tmp_path):
     assert parts["test"].item_id.tolist() == ["te.csv"] and "valid" not in parts
     with pytest.raises(FileNotFoundError, match=r"missing\.csv"):
         read_split_files(csvs, names=("missing.csv", None, "te.csv"))
+
+
+def test_split_files_part_made_of_several_files(tmp_path):
+    write(tmp_path / "train.txt", "0 1 2\n1 2\n")
+    write(tmp_path / "valid.txt", "1 0\n")
+    write(tmp_path / "test.txt", "0 3\n")
+    parts = read_split_files(tmp_path, (["train.txt", "valid.txt"], None, "test.txt"))
+    assert sorted(parts) == ["test", "train"]
+    assert parts["train"][["user_id", "item_id"]].values.tolist() == [
+        [0, 1],
+        [0, 2],
+        [1, 2],
+        [1, 0],
+    ]
+    with pytest.raises(ValueError, match=r"the train part needs file names, got \[\]"):
+        read_split_files(tmp_path, ([], None, "test.txt"))
+    with pytest.raises(FileNotFoundError, match=r"nope\.txt"):
+        read_split_files(tmp_path, (["train.txt", "nope.txt"], None, "test.txt"))

@@ -82,7 +82,11 @@ class MatchingDataModule(LightningDataModule):
     ``train.txt`` / ``valid.txt`` / ``test.txt``; a mapping ``{"train": ..., "valid": ...,
     "test": ...}`` of frames or files; or ``None`` for the embedded MovieLens
     ``ml-latest-small`` ratings. Files read by the readers have the columns ``user_id``,
-    ``item_id`` and, where the format has them, ``rating`` and ``timestamp``.
+    ``item_id`` and, where the format has them, ``rating`` and ``timestamp``. A part of
+    pre-split input may be a list of frames or files, concatenated: with ``split_files =
+    [[train.txt, valid.txt], null, test.txt]`` a folder trains on train + valid (no
+    validation part: see :class:`~lit_matching.retrieval.evaluation.RetrievalEvaluator`'s
+    ``test_every_n_epochs`` for a learning curve).
 
     **Cleaning**, each step logged with what it dropped: ratings below ``min_rating`` (implicit
     feedback), repeated ``(user, item)`` pairs (keeping the ``duplicates`` one in time), and a
@@ -137,6 +141,9 @@ class MatchingDataModule(LightningDataModule):
         mode: ``"pointwise"``, ``"pairwise"`` or ``"listwise"`` (or 0, 1, 2).
         interactions: See above.
         file_format: Format of files (``"auto"`` infers it from the name).
+        split_files: File names of the ``(train, valid, test)`` parts of a folder given as
+            ``interactions``; a list of names is one part made of those files; the validation
+            entry may be ``None`` (no validation part).
         user_col: Column of raw user ids.
         item_col: Column of raw item ids.
         time_col: Column that orders each user's interactions; ``None`` uses row order.
@@ -191,6 +198,7 @@ class MatchingDataModule(LightningDataModule):
         mode: str | int = "listwise",
         interactions: Interactions = None,
         file_format: str = "auto",
+        split_files: Sequence[str | Sequence[str] | None] = ("train.txt", "valid.txt", "test.txt"),
         user_col: str = "user_id",
         item_col: str = "item_id",
         time_col: str | None = "timestamp",
@@ -251,6 +259,7 @@ class MatchingDataModule(LightningDataModule):
             raise ValueError(f"duplicates must be 'last' or 'first', got {duplicates!r}")
         self.interactions = interactions
         self.file_format = file_format
+        self.split_files = split_files
         self.user_col, self.item_col, self.time_col = user_col, item_col, time_col
         self.rating_col, self.min_rating, self.duplicates = rating_col, min_rating, duplicates
         self.min_user_interactions = min_user_interactions
@@ -304,7 +313,7 @@ class MatchingDataModule(LightningDataModule):
         """The parts of pre-split input (a folder or a mapping), else ``None``."""
         source = self.interactions
         if isinstance(source, (str, Path)) and Path(source).is_dir():
-            return read_split_files(source, format=self.file_format)
+            return read_split_files(source, self.split_files, format=self.file_format)
         if isinstance(source, Mapping):
             unknown = sorted(set(source) - set(_PART_NAMES))
             if unknown or "train" not in source or "test" not in source:
@@ -312,7 +321,12 @@ class MatchingDataModule(LightningDataModule):
                     f"pre-split interactions need keys 'train' and 'test' (and optionally "
                     f"'valid'), got {sorted(source)}"
                 )
-            return {name: self._read(part) for name, part in source.items()}
+            return {
+                name: pd.concat([self._read(p) for p in part], ignore_index=True)
+                if isinstance(part, (list, tuple))
+                else self._read(part)
+                for name, part in source.items()
+            }
         return None
 
     def _index_and_split(

@@ -516,7 +516,7 @@ def read_interactions(
 
 def read_split_files(
     directory: str | Path,
-    names: Sequence[str | None] = ("train.txt", "valid.txt", "test.txt"),
+    names: Sequence[str | Sequence[str] | None] = ("train.txt", "valid.txt", "test.txt"),
     format: str = "auto",
 ) -> dict[str, pd.DataFrame]:
     r"""Read a pre-split benchmark: train, optional validation and test files of one folder.
@@ -524,9 +524,11 @@ def read_split_files(
     Args:
         directory: Folder holding the files.
         names: File names of the ``train``, ``valid`` and ``test`` parts, in that order; the
-            validation file may be missing (or ``None``).
-        format: Format of all three files, as in :func:`read_interactions`; ``"auto"``
-            infers it from the train file and reads every part so.
+            validation file may be missing (or ``None``). A list of names makes one part of
+            those files, in order: ``(["train.txt", "valid.txt"], None, "test.txt")`` trains
+            on train + valid (the final fit of the LightGCN protocol).
+        format: Format of all files, as in :func:`read_interactions`; ``"auto"``
+            infers it from the (first) train file and reads every part so.
 
     Returns:
         ``{"train": ..., "valid": ..., "test": ...}``; ``"valid"`` is absent when its file is.
@@ -545,19 +547,28 @@ def read_split_files(
         >>> parts = read_split_files(folder)
         >>> sorted(parts), parts["test"].item_id.tolist()  # user-lines, like the train file
         (['test', 'train'], [3, 5])
+        >>> read_split_files(folder, (["train.txt", "test.txt"], None, "test.txt"))[
+        ...     "train"].item_id.tolist()
+        [1, 2, 4, 3, 5]
     """
     if len(names) != 3:
         raise ValueError(f"names must be (train, valid, test) file names, got {names!r}")
     directory = Path(directory)
-    parts: dict[str, pd.DataFrame] = {}
-    if format == "auto" and names[0] is not None and (directory / names[0]).is_file():
+    files = [[name] if isinstance(name, str) else name for name in names]
+    for part, given in zip(("train", "valid", "test"), files, strict=True):
+        if given is None and part != "valid":
+            raise ValueError(f"the {part} file name cannot be None")
+        if given is not None and (not given or not all(isinstance(n, str) for n in given)):
+            raise ValueError(f"the {part} part needs file names, got {given!r}")
+    first = directory / files[0][0]  # type: ignore[index]
+    if format == "auto" and first.is_file():
         # One format for all parts, from the largest file: a short test file whose lines hold
         # two items each would otherwise sniff as (user, item, rating) triples.
-        format = detect_format(directory / names[0])
-    for part, name in zip(("train", "valid", "test"), names, strict=True):
-        if name is None and part != "valid":
-            raise ValueError(f"the {part} file name cannot be None")
-        if name is None or (part == "valid" and not (directory / name).is_file()):
+        format = detect_format(first)
+    parts: dict[str, pd.DataFrame] = {}
+    for part, given in zip(("train", "valid", "test"), files, strict=True):
+        if given is None or (part == "valid" and not (directory / given[0]).is_file()):
             continue
-        parts[part] = read_interactions(directory / name, format=format)
+        frames = [read_interactions(directory / name, format=format) for name in given]
+        parts[part] = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
     return parts

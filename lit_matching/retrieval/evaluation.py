@@ -155,6 +155,10 @@ class RetrievalEvaluator(Callback):
         progress: Progress bars (on stderr, rank 0) for encoding users and items and for the
             search. ``None`` (default): when the trainer shows its progress bar and stderr is
             a terminal; see :mod:`lit_matching.progress`.
+        test_every_n_epochs: Also evaluate the test split at the end of every ``n``-th
+            training epoch (0: never), logging ``test/...``: a learning curve for a fit with
+            no validation part (e.g. the final fit on train + valid of a protocol whose epochs
+            were chosen on valid). Never select a checkpoint by it.
 
     Example:
         >>> evaluator = RetrievalEvaluator(ks=(10, 50))
@@ -170,7 +174,13 @@ class RetrievalEvaluator(Callback):
         exclude_seen: bool = True,
         batch_size: int = 4096,
         progress: bool | None = None,
+        test_every_n_epochs: int = 0,
     ):
+        if not isinstance(test_every_n_epochs, int) or test_every_n_epochs < 0:
+            raise ValueError(
+                f"test_every_n_epochs has to be a non-negative integer, got {test_every_n_epochs!r}"
+            )
+        self.test_every_n_epochs = test_every_n_epochs
         if not ks or any(not isinstance(k, int) or k < 1 for k in ks):
             raise ValueError(f"ks has to be a non-empty list of positive integers, got {ks!r}")
         self.ks = tuple(ks)
@@ -266,3 +276,16 @@ class RetrievalEvaluator(Callback):
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Evaluate on the test split."""
         self._run(trainer, pl_module, "test")
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Evaluate on the test split every ``test_every_n_epochs`` epochs (if set)."""
+        n = self.test_every_n_epochs
+        if not n or (trainer.current_epoch + 1) % n:
+            return
+        training = pl_module.training
+        pl_module.eval()
+        try:
+            with torch.no_grad():
+                self._run(trainer, pl_module, "test")
+        finally:
+            pl_module.train(training)
