@@ -495,7 +495,7 @@ class ListwiseMatching(MatchingModule):
         candidate_ids = torch.cat([gather(pos_ids), gather(neg_ids).flatten()])
         rows = torch.arange(len(pos_ids), device=pos_ids.device)
         own = rows + gather.offset
-        logits = self.similarity.matrix(users, candidates) / self.temperature
+        logits = self.similarity.scaled_matrix(users, candidates, self.temperature)
         if corrects:
             count = log_expected_count(
                 self._batch_log_q(batch, gather, candidate_ids),

@@ -72,6 +72,12 @@ class Similarity:
         """Scores of aligned rows, broadcasting leading dimensions: ``(..., d) -> (...)``."""
         raise NotImplementedError
 
+    def scaled_matrix(
+        self, queries: Tensor, candidates: Tensor, temperature: float | Tensor
+    ) -> Tensor:
+        """``matrix(queries, candidates) / temperature``, computed as cheaply as the form allows."""
+        return self.matrix(queries, candidates) / temperature
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -94,6 +100,13 @@ class Dot(Similarity):
 
     def rowwise(self, queries: Tensor, candidates: Tensor) -> Tensor:  # noqa: D102
         return (queries * candidates).sum(-1)
+
+    def scaled_matrix(  # noqa: D102
+        self, queries: Tensor, candidates: Tensor, temperature: float | Tensor
+    ) -> Tensor:
+        # Bilinear: dividing the (B, d) queries spares a pass over the (B, N) scores.
+        queries, candidates = self.prepare(queries) / temperature, self.prepare(candidates)
+        return queries @ candidates.transpose(-1, -2)
 
 
 class Cosine(Dot):

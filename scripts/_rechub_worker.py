@@ -54,19 +54,51 @@ class Settings:
     item_cate: bool  # the item tower has the cate_id feature
 
 
+_COMMON = {
+    "epochs": 10,  # --epoch
+    "learning_rate": 1e-4,  # --learning_rate
+    "weight_decay": 1e-6,  # --weight_decay
+    "sample_method": 1,  # generate_seq_feature_match(sample_method=1, ...)
+    "seq_max_len": 50,  # gen_model_input(seq_max_len=50)
+    "embed_dim": 16,  # SparseFeature / SequenceFeature(embed_dim=16)
+}
 SETTINGS: dict[str, Settings] = {
     "dssm": Settings(
-        "run_ml_dssm.py", 0, 10, 4096, 1e-4, 1e-6, 3, 1, 50, 16,
-        (256, 128, 64), (256, 128, 64), "prelu", 1.0, True,
-    ),  # fmt: skip
+        example="run_ml_dssm.py",
+        mode=0,
+        batch_size=4096,
+        neg_ratio=3,
+        user_dims=(256, 128, 64),
+        item_dims=(256, 128, 64),
+        activation="prelu",
+        temperature=1.0,
+        item_cate=True,
+        **_COMMON,
+    ),
     "facebook_dssm": Settings(
-        "run_ml_facebook_dssm.py", 1, 10, 2048, 1e-4, 1e-6, 1, 1, 50, 16,
-        (256, 128, 64, 32), (256, 128, 64, 32), "relu", 1.0, True,
-    ),  # fmt: skip
+        example="run_ml_facebook_dssm.py",
+        mode=1,
+        batch_size=2048,
+        neg_ratio=1,
+        user_dims=(256, 128, 64, 32),
+        item_dims=(256, 128, 64, 32),
+        activation="relu",
+        temperature=1.0,
+        item_cate=True,
+        **_COMMON,
+    ),
     "youtube_dnn": Settings(
-        "run_ml_youtube_dnn.py", 2, 10, 2048, 1e-4, 1e-6, 3, 1, 50, 16,
-        (128, 64, 16), (), "relu", 0.02, False,
-    ),  # fmt: skip
+        example="run_ml_youtube_dnn.py",
+        mode=2,
+        batch_size=2048,
+        neg_ratio=3,
+        user_dims=(128, 64, 16),
+        item_dims=(),
+        activation="relu",
+        temperature=0.02,
+        item_cate=False,
+        **_COMMON,
+    ),
 }
 EXAMPLE_TEMPERATURE = 0.02  # passed to all three models by the examples
 
@@ -193,7 +225,7 @@ def build_model(s: Settings, prepared: dict[str, Any]) -> Any:
 
 def match_evaluation(
     user_embedding: Any, item_embedding: Any, prepared: dict[str, Any], ks: list[int]
-) -> dict[str, Any]:
+) -> dict[str, float]:
     """``movielens_utils.match_evaluation`` of the examples, with ``topk = max(ks)``."""
     import pandas as pd
     from torch_rechub.basic.metric import topk_metrics
@@ -213,7 +245,13 @@ def match_evaluation(
     data["movie_id"] = data["movie_id"].map(item_map)
     user_pos_item = data.groupby("user_id").agg(list).reset_index()
     ground_truth = dict(zip(user_pos_item["user_id"], user_pos_item["movie_id"], strict=True))
-    return topk_metrics(y_true=ground_truth, y_pred=match_res, topKs=ks)
+    results = topk_metrics(y_true=ground_truth, y_pred=match_res, topKs=ks)
+    # "Hit@10: 0.0965" strings -> {"hit@10": 0.0965}
+    return {
+        name.lower(): float(value)
+        for lines in results.values()
+        for name, value in (line.split(": ") for line in lines)
+    }
 
 
 def save_embeddings(out: Path, user_emb: Any, item_emb: Any, prepared: dict[str, Any]) -> None:

@@ -29,6 +29,13 @@ def test_matrix_and_rowwise_match_loop_reference(name):
     # row-wise with broadcasting: (5, 1, d) against (5, 9, d) equals the matrix
     torch.testing.assert_close(sim.rowwise(q[:, None], c[None].expand(5, -1, -1)), expected)
     torch.testing.assert_close(sim.rowwise(q, c[:5]), torch.diagonal(expected[:, :5]))
+    # the temperature-scaled matrix of the loss, also with a learned (tensor) temperature
+    t = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(sim.scaled_matrix(q, c, 0.3), expected / 0.3)
+    scaled = sim.scaled_matrix(q, c, t)
+    torch.testing.assert_close(scaled, expected / 0.3)
+    (grad,) = torch.autograd.grad(scaled.sum(), t)
+    torch.testing.assert_close(grad, -expected.sum() / 0.3**2)
 
 
 def test_normalised_dot_equals_cosine_and_l2_identity():
