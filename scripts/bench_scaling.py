@@ -1,37 +1,45 @@
 """Scaling benchmark: training throughput, memory and retrieval time as the catalogue grows.
 
-Synthetic data, three parts, markdown tables on stdout and two PNG plots (``--out-dir``):
+Synthetic data, three parts; markdown tables on stdout, two PNG plots in ``--out-dir``
+(``scaling_training.png``, ``scaling_eval.png``):
 
-1. **Training** (one subprocess per catalogue size, so that its peak RSS is that size's
-   alone): an interaction log of ``--users`` users (default 50k) with one interaction per
-   catalogue item (so that every item is in the vocabulary: the catalogue is exactly ``N``)
-   plus ``--interactions`` more (default 1M) whose items follow a power law (Zipf, exponent
-   ``ZIPF``, item ids shuffled) and whose users are uniform; random timestamps. It goes through
-   ``MatchingDataModule(interactions=frame, num_negatives=4)`` (cleaning, indexing,
-   leave-last-out split) into ``ListwiseMatching`` with ``IDEmbeddingTower`` s (d = 64,
-   cosine, temperature 0.1, in-batch negatives plus the 4 sampled ones, log-Q correction),
-   batch 1024, Adam, in a plain ``pl.Trainer`` (no validation, checkpointing, progress bar or
-   logger). After ``--warmup`` steps, ``--steps`` steps are timed end to end (data loading
-   included); "optimizer share" is the part of that time spent in ``Adam.step``'s update
-   (from ``on_before_optimizer_step`` to the end of the batch). The largest size then runs a
-   few more steps under ``torch.profiler`` and lists the operators of most self CPU time.
-2. **Exact vs approximate search**: clustered unit vectors (d = 64; users and items drawn
-   around the same centres, like trained embeddings) for the same catalogue sizes,
-   ``--query-users`` users (default 10k), each with ~20 seen items (power-law popular) to
-   exclude, top 50 through ``lit_matching.retrieval.search`` (``build_index`` +
-   ``search_top_k(exclude=seen)``, as the evaluator does): exact ``"Flat"``, and
-   ``"IVF{sqrt N},Flat"`` and ``"HNSW32"`` at two search settings each, with their build and
-   search times and their recall of the exact top 50 (``overlap_at_k``).
-3. **Exact search cost vs users x items**: the exact search of part 2 for every ``--grid-users``
-   count and catalogue size whose 2·U·I·d flops stay under ``--max-gflop``; GFLOP/s achieved.
+1. **Training**, one subprocess per catalogue size (so that its peak RSS is that size's
+   alone). The log: ``--users`` users (default 50k, uniform), one interaction per catalogue
+   item (so that every item is in the vocabulary and the catalogue is exactly ``N``) plus
+   ``--interactions`` more (default 1M) whose items follow a power law (Zipf, exponent
+   ``ZIPF``, ranks shuffled over the ids), random timestamps; the users stay fixed so that
+   only the catalogue grows. It goes through ``MatchingDataModule(interactions=frame,
+   num_negatives=4)`` (cleaning, indexing, leave-last-out split) into ``ListwiseMatching``
+   with ``IDEmbeddingTower`` s (d = 64, cosine, temperature 0.1, in-batch negatives plus the
+   4 sampled ones, log-Q correction), batch 1024, Adam, in a plain ``pl.Trainer`` (no
+   validation, checkpointing, progress bar or logger). After ``--warmup`` steps, ``--steps``
+   steps are timed end to end (data loading included); "optimizer share" is the part of that
+   time spent in Adam's update (from ``on_before_optimizer_step``, called inside
+   ``Adam.step`` after forward and backward, to the end of the batch). The largest size then
+   runs 5 more steps under ``torch.profiler`` and lists the operators of most self CPU time.
+2. **Exact vs approximate search**: clustered unit vectors (d = 64, users and items around
+   the same ``CENTRES`` centres, like trained embeddings; ``--spread`` sets how hard they are)
+   for the same catalogue sizes, ``--query-users`` users (default 10k) with ~20 power-law
+   seen items each, top 50 with the seen items excluded through
+   ``lit_matching.retrieval.search`` (``build_index`` + ``search_top_k(exclude=seen)``, what
+   the evaluator runs): exact ``"Flat"``, ``"IVF{sqrt N},Flat"`` (nprobe 8, 32) and
+   ``"HNSW32"`` (efSearch 64, 128; up to ``--hnsw-max-items``, default 100k: its build
+   dominates beyond), with build and search times and recall of the exact top 50
+   (``overlap_at_k``).
+3. **Exact search cost vs users x items**: the exact search of part 2 for every
+   ``--grid-users`` count (default 1k, 10k, 100k) and catalogue size whose 2·U·I·d flops
+   stay under ``--max-gflop`` (default 1000); seconds, ns per user-item pair and GFLOP/s.
 
 Every process uses ``--threads`` threads (``torch.set_num_threads`` and
-``faiss.omp_set_num_threads``). Run with ``OMP_WAIT_POLICY=PASSIVE`` on a shared machine.
-The full run takes about 10 minutes on 2 cores; ``--quick`` (tiny sizes) about 1 minute.
-Usage::
+``faiss.omp_set_num_threads``). The defaults take about 11 minutes on 2 busy cores (load 5;
+half of it the 1M-item training) and about 5 on idle ones; ``--quick`` (tiny sizes, plots in
+``.bench/scaling-quick``) under a minute. Usage::
 
     OMP_WAIT_POLICY=PASSIVE python scripts/bench_scaling.py [--items 10000 100000 1000000]
-        [--steps 200] [--threads 2] [--quick] [--out-dir docs/img] [--skip-train] [--skip-eval]
+        [--steps 200] [--warmup 10] [--threads 2] [--quick] [--out-dir docs/img]
+        [--users 50000] [--interactions 1000000] [--query-users 10000]
+        [--grid-users 1000 10000 100000] [--max-gflop 1000] [--hnsw-max-items 100000]
+        [--spread 1.5] [--skip-train] [--skip-eval] [--timeout 1200]
 """
 
 from __future__ import annotations
@@ -74,6 +82,8 @@ class Config:
     query_users: int
     grid_users: list[int]
     max_gflop: float
+    hnsw_max_items: int
+    spread: float
     threads: int
     timeout: float
 
@@ -81,19 +91,20 @@ class Config:
 def config_from(args: argparse.Namespace) -> Config:
     if args.quick:
         sizes: dict[str, Any] = dict(
-            items=[1_000, 10_000], users=2_000, interactions=50_000, steps=20, warmup=5,
+            items=[2_000, 20_000], users=2_000, interactions=50_000, steps=20, warmup=5,
             query_users=1_000, grid_users=[300, 1_000, 3_000], max_gflop=10.0,
+            hnsw_max_items=20_000,
         )  # fmt: skip
     else:
         sizes = dict(
             items=[10_000, 100_000, 1_000_000], users=50_000, interactions=1_000_000,
-            steps=200, warmup=20, query_users=10_000, grid_users=[1_000, 10_000, 100_000],
-            max_gflop=1_500.0,
+            steps=200, warmup=10, query_users=10_000, grid_users=[1_000, 10_000, 100_000],
+            max_gflop=1_000.0, hnsw_max_items=100_000,
         )  # fmt: skip
     for name in sizes:
         if getattr(args, name, None) is not None:
             sizes[name] = getattr(args, name)
-    return Config(**sizes, threads=args.threads, timeout=args.timeout)
+    return Config(**sizes, spread=args.spread, threads=args.threads, timeout=args.timeout)
 
 
 # ---------------------------------------------------------------------------- common
@@ -316,9 +327,13 @@ def adam_verdict(rows: list[dict[str, Any]]) -> str:
 
 # ---------------------------------------------------------------------------- 2./3. evaluation
 def clustered(
-    count: int, centres: np.ndarray, rng: np.random.Generator, spread: float = 0.6
+    count: int, centres: np.ndarray, rng: np.random.Generator, spread: float
 ) -> np.ndarray:
-    """``count`` unit vectors, each a random centre plus Gaussian noise of norm ~``spread``."""
+    """``count`` unit vectors, each a random unit centre plus Gaussian noise of norm ~``spread``.
+
+    A small spread gives tight, isolated clusters (approximate search finds everything), a
+    large one (~3 and more at d = 64) is as hard as uniformly random vectors.
+    """
     which = rng.integers(0, len(centres), count)
     noise = rng.standard_normal((count, centres.shape[1]), dtype=np.float32)
     vectors = centres[which] + noise * (spread / math.sqrt(centres.shape[1]))
@@ -356,24 +371,28 @@ def exact_search(items: np.ndarray, users: np.ndarray, seen: Any) -> tuple[float
     return built - started, time.perf_counter() - built, top
 
 
-def approximate_specs(num_items: int) -> dict[str, tuple[str, tuple[int, ...]]]:
-    """Index spec -> (search parameter, values): IVF with ~sqrt(N) lists, and HNSW32."""
+def approximate_specs(num_items: int, cfg: Config) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Index spec -> (search parameter, values): IVF with ~sqrt(N) lists, and HNSW32.
+
+    HNSW's build grows as N log N and dominates the run beyond ``cfg.hnsw_max_items`` (about
+    2 minutes for 300k items on 2 busy cores), so larger catalogues skip it.
+    """
     nlist = max(16, round(math.sqrt(num_items)))
-    return {
-        f"IVF{nlist},Flat": ("nprobe", (8, 32)),
-        "HNSW32": ("efSearch", (64, 128)),
-    }
+    specs: dict[str, tuple[str, tuple[int, ...]]] = {f"IVF{nlist},Flat": ("nprobe", (8, 32))}
+    if num_items <= cfg.hnsw_max_items:
+        specs["HNSW32"] = ("efSearch", (64, 128))
+    return specs
 
 
 def approximate_search(
-    items: np.ndarray, users: np.ndarray, seen: Any, exact: np.ndarray
+    cfg: Config, items: np.ndarray, users: np.ndarray, seen: Any, exact: np.ndarray
 ) -> list[dict[str, Any]]:
     import faiss
 
     from lit_matching.retrieval.search import build_index, overlap_at_k, search_top_k
 
     rows = []
-    for spec, (param, values) in approximate_specs(len(items)).items():
+    for spec, (param, values) in approximate_specs(len(items), cfg).items():
         started = time.perf_counter()
         index = build_index(items, "l2", spec, {param: values[0]}, use_gpu=False)
         build_s = time.perf_counter() - started
@@ -383,9 +402,10 @@ def approximate_search(
             top, _ = search_top_k(index, users, K, exclude=seen)
             search_s = time.perf_counter() - started
             recall = overlap_at_k(top, exact, K)
+            family = "IVF√N" if spec.startswith("IVF") else spec  # IVF's nlist varies with N
             rows.append(
-                {"index": f"{spec} {param}={value}", "build_s": build_s, "search_s": search_s}
-                | {"recall": recall}
+                {"index": f"{spec} {param}={value}", "family": f"{family} {param}={value}"}
+                | {"build_s": build_s, "search_s": search_s, "recall": recall}
             )
             print(
                 f"    {spec} {param}={value}: build {build_s:.1f} s, search {search_s:.1f} s, "
@@ -404,11 +424,11 @@ def run_evaluation(cfg: Config, seed: int = 0) -> list[EvalResult]:
     centres = rng.standard_normal((CENTRES, DIM), dtype=np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     most = max(cfg.query_users, *cfg.grid_users)
-    all_users = clustered(most, centres, rng)
+    all_users = clustered(most, centres, rng, cfg.spread)
     results = []
     for num_items in cfg.items:
         print(f"  evaluation, {num_items:,} items", flush=True)
-        items = clustered(num_items, centres, rng)
+        items = clustered(num_items, centres, rng, cfg.spread)
         all_seen = seen_items(most, num_items, rng)
         result = EvalResult(num_items)
         counts = sorted({cfg.query_users, *cfg.grid_users})
@@ -423,7 +443,7 @@ def run_evaluation(cfg: Config, seed: int = 0) -> list[EvalResult]:
             if count == cfg.query_users:
                 result.exact_build_s, result.exact_search_s = build_s, search_s
                 query = (all_users[:count], seen, top)
-        result.approximate = approximate_search(items, *query)
+        result.approximate = approximate_search(cfg, items, *query)
         results.append(result)
     return results
 
@@ -431,7 +451,8 @@ def run_evaluation(cfg: Config, seed: int = 0) -> list[EvalResult]:
 def print_evaluation(results: list[EvalResult], cfg: Config) -> None:
     print(
         f"\n### Exact vs approximate top-{K} search, {cfg.query_users:,} users, d={DIM} "
-        f"(clustered unit vectors), ~{SEEN_MEAN} seen items per user excluded\n"
+        f"({CENTRES} clusters, spread {cfg.spread:g}), ~{SEEN_MEAN} seen items per user "
+        "excluded\n"
     )
     print("| items | index | build s | search s | total s | recall@50 vs exact |")
     print("|---:|---|---:|---:|---:|---:|")
@@ -446,6 +467,8 @@ def print_evaluation(results: list[EvalResult], cfg: Config) -> None:
                 f"| {r.items:,} | {a['index']} | {a['build_s']:.2f} | {a['search_s']:.2f} "
                 f"| {a['build_s'] + a['search_s']:.2f} | {a['recall']:.3f} |"
             )
+        if r.items > cfg.hnsw_max_items:
+            print(f"| {r.items:,} | HNSW32 | skipped (over --hnsw-max-items) | | | |")
     print(
         f"\n### Exact search time vs users x items (cells over {cfg.max_gflop:g} GFLOP skipped)\n"
     )
@@ -489,25 +512,24 @@ def plot_evaluation(results: list[EvalResult], cfg: Config, path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
     exact = [r.exact_build_s + r.exact_search_s for r in results]
     left.plot(items, exact, "o-", label="exact (Flat), build + search")
-    for position in range(len(results[0].approximate) if results else 0):
-        spec, setting = results[0].approximate[position]["index"].split(" ")
-        label = f"IVF√N {setting}" if spec.startswith("IVF") else f"{spec} {setting}"
-        times = [r.approximate[position]["build_s"] + r.approximate[position]["search_s"]
-                 for r in results]  # fmt: skip
-        left.plot(items, times, ".--", label=f"{label}, build + search")
+    families = dict.fromkeys(a["family"] for r in results for a in r.approximate)
+    for family in families:
+        points = [(r.items, a) for r in results for a in r.approximate if a["family"] == family]
+        times = [a["build_s"] + a["search_s"] for _, a in points]
+        left.plot([n for n, _ in points], times, ".--", label=f"{family}, build + search")
     left.set(xscale="log", yscale="log", xlabel="catalogue size (items)", ylabel="seconds")
     left.set_title(f"top-{K}, {cfg.query_users:,} users", fontsize=10)
     left.legend(fontsize=7)
     for users in sorted(cfg.grid_users):
         cells = [(r.items, c["search_s"]) for r in results for c in r.grid if c["users"] == users]
         if cells:
-            pairs = [users * i for i, _ in cells]
-            right.plot(pairs, [s for _, s in cells], "o-", label=f"{users:,} users")
-    cells = [(c["users"] * r.items, c["search_s"]) for r in results for c in r.grid]
-    if cells:  # a line of slope 1 through the largest cell: time proportional to U x I
-        pairs, seconds = max(cells)
-        span = np.array([min(cells)[0], pairs], dtype=float)
-        right.plot(span, seconds * span / pairs, "k:", lw=1, label="∝ U x I")
+            sizes = [users * i for i, _ in cells]
+            right.plot(sizes, [s for _, s in cells], "o-", label=f"{users:,} users")
+    every = [(c["users"] * r.items, c["search_s"]) for r in results for c in r.grid]
+    if every:  # a line of slope 1 through the largest cell: time proportional to U x I
+        largest, seconds = max(every)
+        span = np.array([min(every)[0], largest], dtype=float)
+        right.plot(span, seconds * span / largest, "k:", lw=1, label="∝ U x I")
     right.set(xscale="log", yscale="log", xlabel="users x items", ylabel="exact search seconds")
     right.set_title("exact search vs U x I", fontsize=10)
     right.legend(fontsize=7)
@@ -551,6 +573,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--query-users", type=int, help="users of the exact-vs-approximate part")
     parser.add_argument("--grid-users", type=int, nargs="+", help="user counts of the grid")
     parser.add_argument("--max-gflop", type=float, help="skip grid cells above this")
+    parser.add_argument("--hnsw-max-items", type=int, help="skip HNSW32 above this catalogue")
+    parser.add_argument("--spread", type=float, default=1.5, help="cluster spread of vectors")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a smoke run")
     parser.add_argument(
