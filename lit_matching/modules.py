@@ -92,6 +92,8 @@ class MatchingModule(pl.LightningModule):
         self.user_tower = user_tower
         self.item_tower = item_tower
         self.similarity = get_similarity(similarity)
+        # Losses score encode_* outputs, which are prepared already.
+        self._scores = self.similarity.on_prepared()
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self._fixed_temperature = temperature
@@ -149,7 +151,7 @@ class MatchingModule(pl.LightningModule):
                 f"expected users (B, d) or (B, K, d) and targets (B, d), got "
                 f"{tuple(users.shape)} and {tuple(targets.shape)}"
             )
-        best = self.similarity.rowwise(users, targets.unsqueeze(1)).argmax(dim=1)
+        best = self._scores.rowwise(users, targets.unsqueeze(1)).argmax(dim=1)
         return users[torch.arange(len(users), device=users.device), best]
 
     def batch_users(self, batch: dict[str, Tensor]) -> Features:
@@ -294,7 +296,7 @@ class PointwiseMatching(MatchingModule):
     def compute_loss(self, batch: dict[str, Tensor]) -> Tensor:
         items = self.encode_items(batch["items"])
         users = self.select_interest(self.encode_users(self.batch_users(batch)), items)
-        scores = self.similarity.rowwise(users, items)
+        scores = self._scores.rowwise(users, items)
         return bce_loss(scores, batch["labels"], self.temperature)
 
 
@@ -329,8 +331,8 @@ class PairwiseMatching(MatchingModule):
     def compute_loss(self, batch: dict[str, Tensor]) -> Tensor:
         pos_items = self.encode_items(batch["pos_items"])
         users = self.select_interest(self.encode_users(self.batch_users(batch)), pos_items)
-        pos = self.similarity.rowwise(users, pos_items)
-        neg = self.similarity.rowwise(users.unsqueeze(1), self.encode_items(batch["neg_items"]))
+        pos = self._scores.rowwise(users, pos_items)
+        neg = self._scores.rowwise(users.unsqueeze(1), self.encode_items(batch["neg_items"]))
         return bpr_loss(pos, neg, self.temperature)
 
 
@@ -456,10 +458,10 @@ class ListwiseMatching(MatchingModule):
         pos_items = self.encode_items(pos_ids)
         neg_items = self.encode_items(neg_ids)
         users = self.select_interest(self.encode_users(self.batch_users(batch)), pos_items)
-        positive = self.similarity.rowwise(users, pos_items).unsqueeze(1)
+        positive = self._scores.rowwise(users, pos_items).unsqueeze(1)
         corrects = self.training and self._corrects(batch)
         if not self.in_batch_negatives:
-            negatives = self.similarity.rowwise(users.unsqueeze(1), neg_items)
+            negatives = self._scores.rowwise(users.unsqueeze(1), neg_items)
             if corrects:
                 self._need(batch, ("neg_log_q",))
                 count = log_expected_count(None, 0, batch["neg_log_q"], neg_ids.shape[1])
@@ -498,7 +500,7 @@ class ListwiseMatching(MatchingModule):
         candidate_ids = torch.cat([gather(pos_ids), gather(neg_ids).flatten()])
         rows = torch.arange(len(pos_ids), device=pos_ids.device)
         own = rows + gather.offset
-        logits = self.similarity.scaled_matrix(users, candidates, self.temperature)
+        logits = self._scores.scaled_matrix(users, candidates, self.temperature)
         if corrects:
             count = log_expected_count(
                 self._batch_log_q(batch, gather, candidate_ids),

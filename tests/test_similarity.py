@@ -29,6 +29,12 @@ def test_matrix_and_rowwise_match_loop_reference(name):
     # row-wise with broadcasting: (5, 1, d) against (5, 9, d) equals the matrix
     torch.testing.assert_close(sim.rowwise(q[:, None], c[None].expand(5, -1, -1)), expected)
     torch.testing.assert_close(sim.rowwise(q, c[:5]), torch.diagonal(expected[:, :5]))
+    # losses score prepared (for cosine: normalised) vectors without preparing them again
+    prepared = sim.on_prepared()
+    torch.testing.assert_close(prepared.matrix(sim.prepare(q), sim.prepare(c)), expected)
+    torch.testing.assert_close(
+        prepared.rowwise(sim.prepare(q), sim.prepare(c[:5])), expected.diagonal()
+    )
     # the temperature-scaled matrix of the loss, also with a learned (tensor) temperature
     t = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
     torch.testing.assert_close(sim.scaled_matrix(q, c, 0.3), expected / 0.3)
