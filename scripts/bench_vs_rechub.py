@@ -18,29 +18,28 @@ Settings (``_rechub_worker.SETTINGS``): datawhalechina/torch-rechub
 ``examples/matching/run_ml_dssm.py``, ``run_ml_facebook_dssm.py``, ``run_ml_youtube_dnn.py``
 (argparse defaults and the calls in ``get_movielens_data`` / ``main``) and the installed
 package (``torch_rechub/utils/match.py``, ``trainers/match_trainer.py``,
-``models/matching/{dssm,dssm_facebook,youtube_dnn}.py``, ``basic/layers.py``):
+``models/matching/{dssm,dssm_facebook,youtube_dnn}.py``, ``basic/layers.py``)::
 
-==============  ===========  ===========  ==========================================
-setting         DSSM         FB DSSM      YouTubeDNN
-==============  ===========  ===========  ==========================================
-mode            0 point      1 pair       2 list (``MatchTrainer(mode=...)``)
-loss            BCE          BPR          softmax cross-entropy (column 0 positive)
-epochs          10           10           10 (``--epoch``)
-batch size      4096 rows    2048         2048 (``--batch_size``)
-Adam lr, wd     1e-4, 1e-6   1e-4, 1e-6   1e-4, 1e-6 (``--learning_rate``, ``--weight_decay``)
-negatives       3            1            3 (``neg_ratio=3``; mode 1 forces 1)
-sampler         count**0.75  count**0.75  count**0.75 (``sample_method=1``)
-temperature     1 (*)        1 (*)        0.02
-user tower      MLP 256-128-64 PReLU | 256-128-64-32 ReLU | 128-64-16 ReLU
-item tower      MLP 256-128-64 PReLU | 256-128-64-32 ReLU | id embedding only
-==============  ===========  ===========  ==========================================
+    setting       DSSM                 Facebook DSSM           YouTubeDNN
+    mode, loss    0 point-wise, BCE    1 pair-wise, BPR        2 list-wise, softmax CE
+    epochs        10                   10                      10        (--epoch)
+    batch size    4096 rows            2048                    2048      (--batch_size)
+    Adam lr       1e-4                 1e-4                    1e-4      (--learning_rate)
+    weight decay  1e-6                 1e-6                    1e-6      (--weight_decay)
+    negatives     3                    1 (3 given; mode 1      3         (neg_ratio)
+                                       forces 1)
+    sampler       count ** 0.75        count ** 0.75           count ** 0.75 (sample_method=1)
+    temperature   1 (0.02 given,       1 (0.02 given,          0.02
+                  unused)              unused)
+    user MLP      256-128-64 PReLU     256-128-64-32 ReLU      128-64-16 ReLU
+    item tower    MLP 256-128-64 PReLU MLP 256-128-64-32 ReLU  id embedding only
 
 Common to all: ``embed_dim=16`` per feature, ``seq_max_len=50``, cosine similarity (both
 towers L2-normalised), seed 2022. User tower input: embeddings of user id, gender, age,
 occupation, zip (all categorical) and the mean of the last 50 items' embeddings (shared with
 the item id table); item tower input: item id and ``cate_id`` (the first genre). rechub's MLP
 puts Linear, BatchNorm1d, activation on every layer, the last one included (``MLP(...,
-output_layer=False)``). (*) the DSSMs are given ``temperature=0.02`` but never use it.
+output_layer=False)``). The DSSMs' ``forward`` never divides by their temperature.
 ml-1m's features map to ml-100k's: ``gender``, ``age`` (categorical, as rechub label-encodes
 it), ``occupation``, ``zip_code``; ``cate_id`` is the first of the item's ``class`` genres.
 
@@ -49,8 +48,9 @@ Data: the rows of ``ml-100k.inter`` (100,000; no repeated pairs) with the ``.use
 torch-rechub's ``generate_seq_feature_match`` splits by itself: it trains on every interaction
 but each user's first and last (the first is only history) and tests on the last. 415 of the
 943 users have several interactions at their last timestamp and rechub sorts the whole log
-with pandas' unstable default sort, so it is handed a timestamp that breaks ties by file row
-(the rank of ``(timestamp, row)``): the order lit_matching uses. lit_matching trains on every
+with pandas' unstable default sort (on the raw timestamps only 672 of its 943 test targets
+are lit_matching's), so it is handed a timestamp that breaks ties by file row (the rank of
+``(timestamp, row)``): the order lit_matching uses. lit_matching trains on every
 interaction but the last (``MatchingDataModule(interactions={"train": ..., "test": ...})``):
 its ``leave_last_out`` split would also hold out the second-to-last for validation, which
 rechub trains on. The script checks that the test targets of lit_matching's
@@ -97,7 +97,7 @@ Quality: ``lit_matching.retrieval.evaluation.evaluate_retrieval`` (exact FAISS F
 L2-normalised vectors: the cosine ranking) on each library's exported user and item vectors
 mapped to the same indices, once with each user's training items excluded and once not
 (rechub's own evaluation does not exclude them). One target per user, so recall@K equals
-HR@K. rechub's own Annoy numbers are in ``--json``.
+HR@K. rechub's own numbers (Annoy, ``topk_metrics``) get a row of their own.
 
 Threads: ``--threads`` for both (``torch.set_num_threads`` in each worker, ``OMP_NUM_THREADS``
 and ``MKL_NUM_THREADS`` for FAISS / BLAS), ``OMP_WAIT_POLICY=PASSIVE`` exported to both
@@ -291,12 +291,8 @@ def lit_model(s: Settings, dm: MatchingDataModule) -> Any:
 
 def train_rows(s: Settings, dm: MatchingDataModule) -> int:
     """Training rows of one epoch, counted as rechub counts its samples."""
-    positives = len(dm.splits.train)
-    return (
-        positives * (1 + s.neg_ratio)
-        if s.mode == 0
-        else positives * (s.neg_ratio if s.mode == 1 else 1)
-    )
+    per_positive = {0: 1 + s.neg_ratio, 1: s.neg_ratio, 2: 1}[s.mode]
+    return len(dm.splits.train) * per_positive
 
 
 def lit_worker(args: argparse.Namespace) -> dict[str, Any]:
@@ -382,31 +378,28 @@ class Reference:
 
     def test_pairs(self) -> set[tuple[str, str]]:
         """(user, item) raw ids of the pre-split's test targets."""
-        test = self.data.splits.test
-        users = self.data.user_vocab.to_raw(test.user.to_numpy())
-        items = self.data.item_vocab.to_raw(test.item.to_numpy())
-        return set(zip(map(str, users), map(str, items), strict=True))
+        return raw_pairs(self.data)
 
     def leave_last_out_pairs(self) -> set[tuple[str, str]]:
         """(user, item) raw ids of ``MatchingDataModule(split="leave_last_out")``'s test."""
         from lit_matching import MatchingDataModule
 
-        dm = MatchingDataModule(interactions=self.frame, split="leave_last_out", progress=False)
-        test = dm.splits.test
-        users = dm.user_vocab.to_raw(test.user.to_numpy())
-        items = dm.item_vocab.to_raw(test.item.to_numpy())
-        return set(zip(map(str, users), map(str, items), strict=True))
+        return raw_pairs(
+            MatchingDataModule(interactions=self.frame, split="leave_last_out", progress=False)
+        )
 
     def metrics(self, out: Path, exclude_seen: bool) -> dict[str, float]:
         """Exact metrics of the vectors in ``out``, cosine (L2 on unit vectors)."""
+        import pandas as pd
+
         from lit_matching import evaluate_retrieval
 
         users = np.load(out / "user_vectors.npy")
         items = np.load(out / "item_vectors.npy")
-        user_rows = pd_index(np.load(out / "user_ids.npy")).get_indexer(
+        user_rows = pd.Index(np.load(out / "user_ids.npy")).get_indexer(
             self.data.user_vocab.to_raw(self.eval_set.users).astype(str)
         )
-        item_rows = pd_index(np.load(out / "item_ids.npy")).get_indexer(
+        item_rows = pd.Index(np.load(out / "item_ids.npy")).get_indexer(
             np.asarray(self.data.item_vocab.to_list()).astype(str)
         )
         if (user_rows < 0).any() or (item_rows < 0).any():
@@ -418,10 +411,12 @@ class Reference:
         )
 
 
-def pd_index(values: np.ndarray) -> Any:
-    import pandas as pd
-
-    return pd.Index(values)
+def raw_pairs(dm: MatchingDataModule) -> set[tuple[str, str]]:
+    """(user, item) raw ids, as strings, of a DataModule's test part."""
+    test = dm.splits.test
+    users = dm.user_vocab.to_raw(test.user.to_numpy())
+    items = dm.item_vocab.to_raw(test.item.to_numpy())
+    return set(zip(map(str, users), map(str, items), strict=True))
 
 
 def unit(vectors: np.ndarray) -> np.ndarray:
@@ -447,17 +442,9 @@ def run_model(
     for out in outs.values():
         out.mkdir()
     script = str(Path(__file__).resolve())
-    commands = {
-        "lit_matching": [
-            sys.executable,
-            script,
-            "--worker",
-            "lit",
-            "--data-dir",
-            str(args.data_dir),
-        ],
-        "torch-rechub": [str(python), str(RECHUB_WORKER), "--npz", str(npz), "--ks", *map(str, KS)],
-    }
+    lit = [sys.executable, script, "--worker", "lit", "--data-dir", str(args.data_dir)]
+    rechub = [str(python), str(RECHUB_WORKER), "--npz", str(npz), "--ks", *map(str, KS)]
+    commands = {"lit_matching": lit, "torch-rechub": rechub}
     results: dict[str, dict[str, Any] | str] = {}
     for library, command in commands.items():
         if library == "torch-rechub" and python is None:
@@ -532,6 +519,10 @@ def quality_table(rows: list[dict[str, Any]]) -> list[str]:
         for key, label in (("metrics_excluded", "excluded"), ("metrics_kept", "kept")):
             values = " | ".join(f"{r[key][n]:.4f}" for n in names)
             lines.append(f"| {row['model']} | {row['library']} | {label} | {values} |")
+        if row["library"] == "torch-rechub":  # its own Annoy evaluation (topk_metrics)
+            own = r["own_metrics"]
+            values = " | ".join(f"{own[n.replace('hit_rate', 'hit')]:.4f}" for n in names)
+            lines.append(f"| {row['model']} | torch-rechub, own Annoy eval | kept | {values} |")
     return lines
 
 
@@ -546,7 +537,7 @@ def phase_lines(rows: list[dict[str, Any]]) -> list[str]:
                 f"{phase} {other[f'{phase}_s'] / lit[f'{phase}_s']:.1f}x"
                 for phase in ("prep", "train", "eval", "total")
             )
-            lines.append(f"- {model}: lit_matching faster by {ratios}")
+            lines.append(f"- {model}: torch-rechub time / lit_matching time: {ratios}")
     return lines
 
 
