@@ -55,7 +55,7 @@ def plot(table: pd.DataFrame, metrics: list[str], references: list[str], out: Pa
             label, values = reference.split("=", 1)
             value = float(values.split(",")[metrics.index(name)])
             metric_axis.axhline(value, ls="--", lw=0.8, color=line.get_color())
-            metric_axis.annotate(f"{label} {value:.4f}", (table.index[0], value), fontsize=7)
+            metric_axis.annotate(f"{label} {value:.4f}", (points.index[0], value), fontsize=7)
     metric_axis.set(xlabel="epoch", title="retrieval metrics")
     metric_axis.legend(fontsize=8)
     fig.tight_layout()
