@@ -295,9 +295,27 @@ class PointwiseMatching(MatchingModule):
     @override
     def compute_loss(self, batch: dict[str, Tensor]) -> Tensor:
         items = self.encode_items(batch["items"])
-        users = self.select_interest(self.encode_users(self.batch_users(batch)), items)
+        users = self.select_interest(self._encode_row_users(self.batch_users(batch)), items)
         scores = self._scores.rowwise(users, items)
         return bce_loss(scores, batch["labels"], self.temperature)
+
+    def _encode_row_users(self, features: Features) -> Tensor:
+        """Encode each run of rows with identical user inputs once, then repeat the vectors.
+
+        A point-wise batch repeats a positive's user (and history) on its ``N`` negatives'
+        rows: encoding each run once does ``1 / (1 + N)`` of the user tower's work (about 2x
+        faster DSSM steps at ``N = 3``). The rows of a run share one vector, and with it one
+        dropout mask; batch norm sees each run once.
+        """
+        ids = features["ids"]
+        same = ids[1:] == ids[:-1]
+        for value in features.values():
+            same &= (value[1:] == value[:-1]).reshape(len(same), -1).all(dim=1)
+        if not bool(same.any()):
+            return self.encode_users(features)
+        starts = torch.cat([same.new_ones(1), ~same])
+        encoded = self.encode_users({key: value[starts] for key, value in features.items()})
+        return encoded[torch.cumsum(starts, 0) - 1]
 
 
 class PairwiseMatching(MatchingModule):

@@ -115,6 +115,41 @@ def test_in_batch_loss_is_the_softmax_loss_of_the_logits(learn_temperature):
     assert model.compute_loss(batch).item() != pytest.approx(reference.item(), rel=1e-3)
 
 
+def test_pointwise_encodes_each_users_rows_once_with_the_same_loss(small_log):
+    from lit_matching import GRUTower, PointwiseMatching
+    from lit_matching.losses import bce_loss
+
+    dm = MatchingDataModule(
+        mode="pointwise", interactions=small_log, num_negatives=3, history_length=5, batch_size=8
+    )
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    torch.manual_seed(0)
+    model = PointwiseMatching(
+        GRUTower(dm.num_items, 8), IDEmbeddingTower(dm.num_items, 8), temperature=0.3
+    )
+    rows = []
+    model.user_tower.register_forward_hook(lambda _, args, out: rows.append(len(out)))
+    loss = model.compute_loss(batch)
+    assert rows == [8]  # 8 positives' users, not 8 x (1 + 3) rows
+    # reference: every row's user encoded on its own
+    users = model.encode_users(model.batch_users(batch))
+    scores = (users * model.encode_items(batch["items"])).sum(-1)
+    reference = bce_loss(scores, batch["labels"], 0.3)
+    assert rows == [8, 32]
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-6)
+    params = list(model.parameters())
+    for got, expected in zip(
+        torch.autograd.grad(loss, params), torch.autograd.grad(reference, params), strict=True
+    ):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+    # rows of one user with different histories are not merged
+    batch["history"][1, -1] = (batch["history"][1, -1] + 1) % dm.num_items
+    rows.clear()
+    model.compute_loss(batch)
+    assert rows == [10]  # run 0 split at row 1: rows 0 | 1 | 2-3, then 7 more runs
+
+
 def test_without_in_batch_negatives_only_sampled_columns():
     model = ListwiseMatching(
         IDEmbeddingTower(3, 4), IDEmbeddingTower(6, 4), in_batch_negatives=False
