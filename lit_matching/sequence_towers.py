@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_matching.towers import mlp
@@ -194,13 +195,21 @@ class HistoryPoolingTower(nn.Module):
         """User vectors ``(B, embedding_dim)`` from ``history`` and ``history_length``."""
         history, lengths = _history(features)
         mask = history_mask(lengths, history.shape[1])
-        vectors = _embed(self.item_embedding, history, mask)
         if self.pooling == "max":
+            vectors = _embed(self.item_embedding, history, mask)
             lowest = torch.finfo(vectors.dtype).min
             pooled = vectors.masked_fill(~mask.unsqueeze(-1), lowest).amax(dim=1)
             pooled = pooled.masked_fill((lengths == 0).unsqueeze(1), 0.0)
         else:
-            pooled = vectors.sum(dim=1)
+            # A weighted bag sum: pads weigh 0 (and look up row 0, so the shared table needs
+            # no pad row); no (B, L, d) tensor is built, forward or backward.
+            weight = self.item_embedding.weight
+            pooled = F.embedding_bag(
+                history.masked_fill(~mask, 0),
+                weight,
+                mode="sum",
+                per_sample_weights=mask.to(weight.dtype),
+            )
             if self.pooling == "mean":
                 pooled = pooled / lengths.clamp(min=1).unsqueeze(1).to(pooled.dtype)
         return self.mlp(pooled)
