@@ -26,6 +26,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
+from lit_matching.allocator import reuse_freed_memory
 from lit_matching.distributed import RankGather
 from lit_matching.logq import StreamingFrequency, log_expected_count
 from lit_matching.losses import bce_loss, bpr_loss, softmax_loss
@@ -217,7 +218,13 @@ class MatchingModule(pl.LightningModule):
 
     @override
     def on_fit_start(self) -> None:
-        """Warn when the lowest temperature lets cosine logits overflow the precision."""
+        """Warn when the lowest temperature lets cosine logits overflow the precision.
+
+        On CPU, also keep freed memory for reuse (see :mod:`lit_matching.allocator`):
+        otherwise glibc page-faults a step's large temporaries in afresh every step.
+        """
+        if self.device.type == "cpu":
+            reuse_freed_memory()
         lowest = (
             math.exp(self._log_temperature_range[0])
             if self._log_temperature_range is not None
