@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-# Allocate and free a 64 MiB tensor 10 times; print the minor page faults of the last 4 (glibc
-# takes a few rounds to settle on reusing the freed block).
+# Allocate and free a 64 MiB tensor 14 times; print the minor page faults of the last 8 (glibc
+# takes a few rounds to settle on reusing the freed block, and may still move it now and then).
 PROBE = """
 import resource, sys, torch
 from lit_matching.allocator import reuse_freed_memory
@@ -13,7 +13,7 @@ applied = reuse_freed_memory() if sys.argv[1] == "reuse" else False
 for _ in range(6):
     torch.empty(16 << 20).fill_(1.0)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(4):
+for _ in range(8):
     torch.empty(16 << 20).fill_(1.0)
 print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
@@ -35,7 +35,7 @@ def test_freed_memory_is_reused_instead_of_faulted_in_again():
     pages = (64 << 20) // os.sysconf("SC_PAGE_SIZE")  # per allocation
     applied, reused = probe("reuse")
     assert applied
-    assert reused < pages // 4  # the later tensors reuse freed pages
+    assert reused <= 2 * pages  # most of the 8 later tensors reuse freed pages
     _, faulted = probe("glibc")
-    assert faulted > 2 * pages  # glibc's default: fresh pages for every tensor
+    assert faulted >= 6 * pages  # glibc's default: fresh pages for every tensor
     assert probe("reuse", LIT_MATCHING_MALLOC="default") == (False, pytest.approx(faulted, rel=0.5))
