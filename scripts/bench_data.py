@@ -41,6 +41,17 @@ RECHUB = "torch-rechub==0.9.0"
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def cpu_model() -> str:
+    """The CPU model name (from /proc/cpuinfo on Linux), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 

@@ -65,7 +65,6 @@ import copy
 import datetime
 import logging
 import os
-import platform
 import shlex
 import sys
 import time
@@ -77,6 +76,7 @@ from typing import Any
 import faiss
 import pytorch_lightning as pl
 import torch
+from bench_data import cpu_model
 from pytorch_lightning.callbacks import Callback
 
 from lit_matching import (
@@ -263,16 +263,6 @@ def table(rows: dict[str, tuple[dict[str, float], str, str]]) -> str:
         cells = [name, *(f"{metrics[n]:.4f}" for n in names), epoch, wall]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def cpu_model() -> str:
-    """The CPU's model name (from ``/proc/cpuinfo`` where there is one)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def footer(threads: int) -> str:

@@ -49,7 +49,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import sys
 import time
 from dataclasses import dataclass, field
@@ -58,7 +57,7 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
-from bench_data import ROOT, peak_mb, run_worker
+from bench_data import ROOT, cpu_model, peak_mb, run_worker
 from torch.profiler import ProfilerActivity, profile
 from typing_extensions import override
 
@@ -541,16 +540,6 @@ def plot_evaluation(results: list[EvalResult], cfg: Config, path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- main
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def footer(wall_s: float) -> None:
     import faiss
     import torch

@@ -111,7 +111,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -122,7 +121,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from _rechub_worker import SEED, SETTINGS, Settings
-from bench_data import ROOT, rechub_python, run_worker
+from bench_data import ROOT, cpu_model, rechub_python, run_worker
 from bench_eval import annoy_python
 
 if TYPE_CHECKING:
@@ -539,16 +538,6 @@ def phase_lines(rows: list[dict[str, Any]]) -> list[str]:
             )
             lines.append(f"- {model}: torch-rechub time / lit_matching time: {ratios}")
     return lines
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def footer(args: argparse.Namespace, notes: list[str]) -> list[str]:
