@@ -474,15 +474,13 @@ class ListwiseMatching(MatchingModule):
         frequency) each negative is lowered by ``temperature * log E[count]``, so that after
         the division by the temperature the logit is ``s / t - log E[count]``.
         """
-        pos_ids, neg_ids = batch["pos_items"], batch["neg_items"]
+        neg_ids = batch["neg_items"]
         if neg_ids.shape[1] == 0 and not self.in_batch_negatives:
             raise ValueError(
                 "the batch has no sampled negatives and in_batch_negatives is off, so the "
                 "softmax has nothing to contrast: set num_negatives > 0 or in_batch_negatives"
             )
-        pos_items = self.encode_items(pos_ids)
-        neg_items = self.encode_items(neg_ids)
-        users = self.select_interest(self.encode_users(self.batch_users(batch)), pos_items)
+        users, pos_items, neg_items = self._encode(batch)
         positive = self._scores.rowwise(users, pos_items).unsqueeze(1)
         corrects = self.training and self._corrects(batch)
         if not self.in_batch_negatives:
@@ -500,6 +498,13 @@ class ListwiseMatching(MatchingModule):
             masked, float("-inf")
         )
         return torch.cat([positive, negatives], dim=1)
+
+    def _encode(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """The batch's user (closest interest to the positive), positive and negative vectors."""
+        pos_items = self.encode_items(batch["pos_items"])
+        neg_items = self.encode_items(batch["neg_items"])
+        users = self.select_interest(self.encode_users(self.batch_users(batch)), pos_items)
+        return users, pos_items, neg_items
 
     def _in_batch_scaled_logits(
         self,
@@ -560,9 +565,7 @@ class ListwiseMatching(MatchingModule):
         if not self.in_batch_negatives:
             return softmax_loss(self.logits(batch), self.temperature)
         # softmax_loss(self.logits(batch), t) without the (B, 1 + M) copies: ~3x faster.
-        pos_items = self.encode_items(batch["pos_items"])
-        neg_items = self.encode_items(batch["neg_items"])
-        users = self.select_interest(self.encode_users(self.batch_users(batch)), pos_items)
+        users, pos_items, neg_items = self._encode(batch)
         corrects = self.training and self._corrects(batch)
         logits, own = self._in_batch_scaled_logits(batch, users, pos_items, neg_items, corrects)
         return F.cross_entropy(logits, own)
