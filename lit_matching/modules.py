@@ -391,10 +391,13 @@ class ListwiseMatching(MatchingModule):
         in_batch_negatives: Contrast every row with all items of the (global) batch.
         log_q_correction: Correct the negatives' logits by their sampling probability.
             ``None`` (default): whenever the negatives are not uniform, i.e. with in-batch
-            negatives, or when sampled negatives' log-probabilities (``neg_log_q``) differ
-            within a row (a popularity sampler). Needs the batch's ``neg_log_q`` and, with
-            in-batch negatives, ``pos_log_q``, ``pos_sampler_log_q`` and ``neg_batch_log_q``
-            (all from :class:`~lit_matching.data.datamodule.MatchingDataModule`).
+            negatives, or when the trainer's datamodule draws them with a sampler other than
+            ``"uniform"`` (its ``negative_sampler``, e.g. ``"popularity"``), whatever the number
+            of negatives. Without such a datamodule (a loader of your own), sampled negatives
+            are corrected when their log-probabilities (``neg_log_q``) differ within a row.
+            Needs the batch's ``neg_log_q`` and, with in-batch negatives, ``pos_log_q``,
+            ``pos_sampler_log_q`` and ``neg_batch_log_q`` (all from
+            :class:`~lit_matching.data.datamodule.MatchingDataModule`).
         frequency_buckets: Estimate the in-batch probabilities online
             (:class:`~lit_matching.logq.StreamingFrequency` with this many hash buckets)
             instead of taking the data's training frequencies (``pos_log_q``).
@@ -447,12 +450,23 @@ class ListwiseMatching(MatchingModule):
         self.frequency = (
             None if frequency_buckets is None else StreamingFrequency(frequency_buckets)
         )
+        self._negative_sampler: str | None = None
+
+    @override
+    def setup(self, stage: str) -> None:
+        """Note the datamodule's ``negative_sampler``, which the default log-Q rule follows."""
+        datamodule = getattr(self._trainer, "datamodule", None)
+        sampler = getattr(datamodule, "negative_sampler", None)
+        self._negative_sampler = sampler if isinstance(sampler, str) else None
 
     def _corrects(self, batch: dict[str, Tensor]) -> bool:
         if self.log_q_correction is not None:
             return self.log_q_correction
         if self.in_batch_negatives:
             return True
+        if self._negative_sampler is not None:
+            # Known from the data: one negative per row has no within-row spread to go by.
+            return self._negative_sampler != "uniform"
         log_q = batch.get("neg_log_q")
         return log_q is not None and bool((log_q != log_q[:, :1]).any())
 
@@ -531,7 +545,7 @@ class ListwiseMatching(MatchingModule):
         rows = torch.arange(len(pos_ids), device=pos_ids.device)
         own = rows + gather.offset
         logits = self._scores.scaled_matrix(users, candidates, self.temperature)
-        if corrects:
+        if corrects and gather.total * (1 + num_sampled) > 1:  # a lone row has no negatives
             count = log_expected_count(
                 self._batch_log_q(batch, gather, candidate_ids),
                 gather.total - 1,
