@@ -515,7 +515,9 @@ def test_cosine_export_from_before_the_ip_index_loads_and_ranks_as_training(tmp_
 
 
 # ---------------------------------------------------------------- issue 13: permissions
-@pytest.mark.parametrize(("umask", "folder", "file"), [(0o022, 0o755, 0o644), (0o077, 0o700, 0o600)])
+@pytest.mark.parametrize(
+    ("umask", "folder", "file"), [(0o022, 0o755, 0o644), (0o077, 0o700, 0o600)]
+)
 def test_export_follows_the_umask(tmp_path, umask, folder, file):
     vectors = np.eye(3, dtype=np.float32)
     retriever = Retriever(vectors[:2], vectors, ["a", "b"], [7, 8, 9], "dot")

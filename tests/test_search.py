@@ -66,7 +66,6 @@ def test_evaluate_without_exclusion_can_return_seen_items():
     )
 
 
-
 @pytest.mark.parametrize("name", ["cosine", "dot", "euclidean"])
 def test_search_ranks_a_zero_item_as_training(name):
     # An all-zero item (e.g. an embedding row that never trained) must land exactly where the

@@ -117,7 +117,7 @@ def _check_finite(vectors: np.ndarray, what: str) -> None:
     FAISS returns no result for such a query and never finds such an item, so they would
     silently empty or thin out the recommendations.
     """
-    bad = ~np.isfinite(vectors.reshape(len(vectors), -1)).all(axis=1)
+    bad = ~np.isfinite(vectors).all(axis=tuple(range(1, vectors.ndim)))
     if bad.any():
         row = int(np.argmax(bad))
         values = vectors[row].ravel()
@@ -504,7 +504,7 @@ class Retriever:
 
     # ------------------------------------------------------------------ export / load
     def meta(self) -> dict[str, Any]:
-        """What ``meta.json`` of an export holds."""
+        """What ``meta.json`` of an export holds (:meth:`export` adds ``sha256``)."""
         return {
             "format_version": FORMAT_VERSION,
             "lit_matching_version": _version(),
@@ -827,8 +827,8 @@ def _check_index_holds(
     ``items`` exactly; exports from before the checksums get only that check, and for an
     approximate index of such an export (whose codes cannot be compared exactly) none.
     """
-    checksums = meta.get("sha256")
-    for name in _CHECKSUMMED if checksums is not None else ():
+    checksums: dict[str, str] = meta.get("sha256") or {}
+    for name in _CHECKSUMMED if checksums else ():
         found = _sha256(path / name)
         if found != checksums[name]:
             raise ValueError(
