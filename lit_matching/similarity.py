@@ -12,13 +12,14 @@ as the score does (:meth:`Similarity.prepare` and :attr:`Similarity.faiss_metric
 ============  ============================  =======================
 similarity    score                         FAISS index
 ============  ============================  =======================
-``cosine``    ``<q/|q|, c/|c|>``            ``IndexFlatL2`` on L2-normalised vectors
+``cosine``    ``<q/|q|, c/|c|>``            ``IndexFlatIP`` on L2-normalised vectors
 ``dot``       ``<q, c>``                    ``IndexFlatIP`` on raw vectors
 ``euclidean`` ``-|q - c|^2``                ``IndexFlatL2`` on raw vectors
 ============  ============================  =======================
 
-On unit vectors ``|q - c|^2 = 2 - 2 cos(q, c)``, so an L2 index ranks normalised vectors exactly
-as cosine does.
+Cosine searches an inner-product index, not an L2 one (on unit vectors ``|q - c|^2 = 2 - 2 cos``
+ranks alike): a zero vector, which ``F.normalize`` leaves at zero, then scores 0 as in training,
+where an L2 index would rank it like a cosine of 0.5.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ class Dot(Similarity):
 
 
 class Cosine(Dot):
-    """Cosine similarity; FAISS L2 index on L2-normalised vectors.
+    """Cosine similarity; FAISS inner-product index on L2-normalised vectors.
 
     Example:
         >>> import torch
@@ -128,7 +129,8 @@ class Cosine(Dot):
     """
 
     name = "cosine"
-    faiss_metric: ClassVar[FaissMetric] = "l2"
+    # Inner product of normalised vectors: exactly the cosine, and 0 for a zero vector.
+    faiss_metric: ClassVar[FaissMetric] = "ip"
 
     def prepare(self, x: Tensor) -> Tensor:  # noqa: D102
         return F.normalize(x, dim=-1)
@@ -174,9 +176,9 @@ def get_similarity(name: str | Similarity) -> Similarity:
 
     Example:
         >>> get_similarity("cosine").faiss_metric
-        'l2'
-        >>> get_similarity("dot").faiss_metric
         'ip'
+        >>> get_similarity("euclidean").faiss_metric
+        'l2'
     """
     if isinstance(name, Similarity):
         return name

@@ -166,3 +166,59 @@ def test_test_every_n_epochs_logs_a_test_curve_during_fit(small_log):
     assert trainer.callback_metrics["test/recall@5"].item() == pytest.approx(during_fit)
     with pytest.raises(ValueError, match="test_every_n_epochs has to be a non-negative"):
         RetrievalEvaluator(test_every_n_epochs=-1)
+
+
+def test_evaluator_ranks_a_zero_item_as_training():
+    # Item 4's embedding is all zero: training scores it cos = 0 (F.normalize(0) = 0); the
+    # evaluator's search must rank it there, not as an L2 index on unit vectors would (cos 0.5).
+    from lit_matching import IDEmbeddingTower, ListwiseMatching
+
+    torch.manual_seed(0)
+    model = ListwiseMatching(IDEmbeddingTower(12, 6), IDEmbeddingTower(9, 6), similarity="cosine")
+    with torch.no_grad():
+        model.item_tower.embedding.weight[4] = 0.0
+        training = model.similarity.matrix(
+            model.user_tower(torch.arange(12)), model.item_tower(torch.arange(9))
+        ).numpy()
+    users = np.arange(12)
+    nothing = ItemSets.from_pairs(np.zeros(0, int), np.zeros(0, int), 12, 9)
+    eval_set = EvalSet(users, ItemSets.from_pairs(users, np.full(12, 4), 12, 9), nothing)
+    metrics = RetrievalEvaluator(ks=(9,)).evaluate(model, eval_set, torch.device("cpu"), 9)
+    ranks = (training > training[:, [4]]).sum(1) + 1
+    assert len(set(ranks.tolist())) > 1  # the zero item is not simply first or last
+    assert metrics["mrr@9"] == pytest.approx(np.mean(1 / ranks))
+
+
+class ModeRecorder(torch.nn.Module):
+    """A model whose towers record ``self.training`` at every call (as dropout would see it)."""
+
+    def __init__(self):
+        super().__init__()
+        from lit_matching.similarity import get_similarity
+
+        self.similarity = get_similarity("dot")
+        self.table = torch.nn.Embedding(5, 3)
+        self.frozen = torch.nn.Dropout(0.5)  # put in eval mode by its owner: must stay so
+        self.modes: list[bool] = []
+
+    def encode_users(self, users):
+        self.modes.append(self.training)
+        return self.table(users["ids"])
+
+    encode_items = encode_users
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_evaluate_encodes_in_eval_mode_and_restores_the_mode(training):
+    model = ModeRecorder().train(training)
+    model.frozen.eval()
+    users = np.arange(3)
+    eval_set = EvalSet(
+        users,
+        ItemSets.from_pairs(users, np.array([1, 2, 3]), 3, 5),
+        ItemSets.from_pairs(users, np.array([0, 0, 0]), 3, 5),
+    )
+    RetrievalEvaluator(ks=(2,)).evaluate(model, eval_set, torch.device("cpu"), 5)
+    assert model.modes and not any(model.modes)
+    assert model.training is training and model.table.training is training
+    assert not model.frozen.training

@@ -1,4 +1,7 @@
 import json
+import os
+import re
+import stat
 import subprocess
 import sys
 import textwrap
@@ -14,6 +17,7 @@ from conftest import quiet_trainer, synthetic_log
 from lit_matching import IDEmbeddingTower, ListwiseMatching, MatchingDataModule, __version__
 from lit_matching.data.item_sets import ItemSets
 from lit_matching.retrieval.retriever import Retriever, export_retriever
+from lit_matching.similarity import get_similarity
 
 SIMILARITIES = ["cosine", "dot", "euclidean"]
 
@@ -86,7 +90,7 @@ def test_from_module_encodes_like_the_module_and_restores_train_mode(trained):
     np.testing.assert_allclose(np.linalg.norm(retriever.item_embeddings, axis=1), 1, rtol=1e-5)
     assert retriever.user_ids == dm.user_vocab.to_list()
     assert retriever.item_ids == dm.item_vocab.to_list()
-    assert (retriever.similarity, retriever.metric) == ("cosine", "l2")
+    assert (retriever.similarity, retriever.metric) == ("cosine", "ip")
     seen = dm.train_items.union(dm.val_items).union(dm.test_items)
     assert retriever.seen is not None
     np.testing.assert_array_equal(retriever.seen.indptr, seen.indptr)
@@ -111,10 +115,8 @@ def test_round_trip_matches_memory_and_brute_force(exported, similarity):
         items, scores = expected[user]
         assert group["item_id"].tolist() == items, user
         assert group["rank"].tolist() == list(range(1, 11))
-        sign = 1.0 if similarity == "dot" else -1.0
-        # FAISS L2 reports (negated) squared distances; cosine ranks as 2 - 2 cos
-        truth = scores if similarity != "cosine" else sign * (2 - 2 * scores)
-        np.testing.assert_allclose(group["score"].to_numpy(), truth, atol=1e-4)
+        # Scores are the training scores: the cosine, the dot product, -|u - i|^2.
+        np.testing.assert_allclose(group["score"].to_numpy(), scores, atol=1e-4)
         assert (np.diff(group["score"].to_numpy()) <= 1e-6).all()
 
 
@@ -366,3 +368,167 @@ def test_constructor_validates_shapes():
     seen = ItemSets.from_pairs(np.array([0]), np.array([0]), 2, 3)
     with pytest.raises(ValueError, match="seen items cover 2 users"):
         Retriever(vectors, vectors, ["a", "b", "c"], [1, 2, 3], seen=seen)
+
+
+# ---------------------------------------------------------------- issue 13: corrupted exports
+@pytest.mark.parametrize("name", ["user_embeddings.npy", "item_embeddings.npy"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_vectors_are_refused_naming_file_and_row(copy, name, bad):
+    vectors = np.load(copy / name)
+    vectors[3, 1] = bad
+    vectors[5, 0] = bad
+    np.save(copy / name, vectors)
+    with pytest.raises(ValueError, match=re.escape(name) + r".*row 3 .*not finite"):
+        Retriever.load(copy)
+
+
+def test_constructor_refuses_non_finite_vectors():
+    vectors = np.eye(3, dtype=np.float32)
+    broken = vectors.copy()
+    broken[2, 0] = np.nan
+    with pytest.raises(ValueError, match=r"item embeddings.*row 2 .*not finite"):
+        Retriever(vectors, broken, ["a", "b", "c"], [1, 2, 3], "dot")
+    with pytest.raises(ValueError, match=r"user embeddings.*row 2 .*not finite"):
+        Retriever(broken, vectors, ["a", "b", "c"], [1, 2, 3], "dot")
+
+
+def _other_index_like(file, seed=1):
+    """An index of the same kind, metric, size and dimension as ``file``, over other vectors."""
+    original = faiss.read_index(str(file))
+    vectors = np.random.default_rng(seed).normal(size=(original.ntotal, original.d))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    if isinstance(original, faiss.IndexFlat):
+        other = faiss.IndexFlat(original.d, original.metric_type)
+    else:
+        other = faiss.index_factory(original.d, "HNSW16", original.metric_type)
+    other.add(vectors)
+    return other
+
+
+@pytest.mark.parametrize("similarity", SIMILARITIES)
+def test_replaced_flat_index_is_refused(exported, tmp_path, similarity):
+    directory = exported[similarity][2].export(tmp_path / "export")
+    faiss.write_index(_other_index_like(directory / "index.faiss"), str(directory / "index.faiss"))
+    with pytest.raises(ValueError, match=r"index\.faiss"):
+        Retriever.load(directory)
+
+
+def test_replaced_approximate_index_is_refused(trained, tmp_path):
+    model, dm = trained["dot"]
+    directory = export_retriever(model, dm, tmp_path / "hnsw", index="HNSW16")
+    assert Retriever.load(directory).num_items == 30
+    faiss.write_index(_other_index_like(directory / "index.faiss"), str(directory / "index.faiss"))
+    with pytest.raises(ValueError, match=r"index\.faiss"):
+        Retriever.load(directory)
+
+
+def test_replaced_item_vectors_are_refused(copy):
+    items = np.load(copy / "item_embeddings.npy")
+    np.save(copy / "item_embeddings.npy", items[::-1].copy())  # same vectors, other order
+    with pytest.raises(ValueError, match=r"item_embeddings\.npy"):
+        Retriever.load(copy)
+
+
+def test_export_without_checksums_loads_and_still_checks_a_flat_index(exported, tmp_path):
+    # Exports written before the checksums existed load; their Flat index is compared with
+    # item_embeddings.npy vector by vector.
+    retriever, _ = exported["dot"][2:]
+    directory = retriever.export(tmp_path / "old")
+    meta = json.loads((directory / "meta.json").read_text())
+    meta.pop("sha256", None)
+    (directory / "meta.json").write_text(json.dumps(meta))
+    loaded = Retriever.load(directory)
+    pd.testing.assert_frame_equal(loaded.recommend("u1"), retriever.recommend("u1"))
+    faiss.write_index(_other_index_like(directory / "index.faiss"), str(directory / "index.faiss"))
+    with pytest.raises(ValueError, match=r"index\.faiss does not hold the vectors of"):
+        Retriever.load(directory)
+
+
+# ---------------------------------------------------------------- issue 13: zero vectors
+def zero_item_case():
+    """Raw user and item vectors, item 4 all zero, and their training (cosine) scores."""
+    rng = np.random.default_rng(3)
+    users = torch.from_numpy(rng.normal(size=(12, 6)).astype(np.float32))
+    items = torch.from_numpy(rng.normal(size=(9, 6)).astype(np.float32))
+    items[4] = 0.0
+    similarity = get_similarity("cosine")
+    return users, items, similarity
+
+
+def training_rank(scores: np.ndarray, item: int, skip: int | None = None) -> int:
+    """1-based rank of ``item`` in a row of training scores (``skip``: left out)."""
+    others = np.delete(scores, [skip]) if skip is not None else scores
+    own = scores[item]
+    return int((others > own).sum()) + 1
+
+
+def test_cosine_retriever_ranks_a_zero_item_as_training(tmp_path):
+    users, items, similarity = zero_item_case()
+    training = similarity.matrix(users, items).numpy()  # F.normalize(0) = 0: the zero item scores 0
+    prepared_users, prepared_items = similarity.prepare(users), similarity.prepare(items)
+    user_ids, item_ids = [f"u{i}" for i in range(12)], list(range(9))
+    retriever = Retriever(
+        prepared_users.numpy(), prepared_items.numpy(), user_ids, item_ids, "cosine"
+    )
+    loaded = Retriever.load(retriever.export(tmp_path / "export"))
+    for served in (retriever, loaded):
+        recs = served.recommend(user_ids, k=9, exclude_seen=False)
+        for u, user in enumerate(user_ids):
+            row = recs[recs.user_id == user]
+            zero = row[row.item_id == 4]
+            assert zero["rank"].item() == training_rank(training[u], 4), user
+            assert zero["score"].item() == pytest.approx(0.0, abs=1e-6)
+            np.testing.assert_allclose(row["score"], np.sort(training[u])[::-1], atol=1e-5)
+        item_scores = similarity.matrix(items, items).numpy()
+        similar = served.similar_items([i for i in item_ids if i != 4], k=8)
+        for i in (i for i in item_ids if i != 4):
+            row = similar[similar.item_id == i]
+            expected = training_rank(item_scores[i], 4, skip=i)
+            assert row[row.similar_item_id == 4]["rank"].item() == expected, i
+
+
+def test_cosine_export_from_before_the_ip_index_loads_and_ranks_as_training(tmp_path):
+    # Cosine exports used to hold an L2 index (meta.json metric "l2"): they still load, with
+    # an inner-product index rebuilt from item_embeddings.npy.
+    users, items, similarity = zero_item_case()
+    training = similarity.matrix(users, items).numpy()
+    prepared_items = similarity.prepare(items).numpy()
+    user_ids = [f"u{i}" for i in range(12)]
+    retriever = Retriever(
+        similarity.prepare(users).numpy(), prepared_items, user_ids, list(range(9)), "cosine"
+    )
+    directory = retriever.export(tmp_path / "old")
+    meta = json.loads((directory / "meta.json").read_text())
+    meta["metric"] = "l2"
+    meta.pop("sha256", None)
+    (directory / "meta.json").write_text(json.dumps(meta))
+    old_index = faiss.IndexFlatL2(6)
+    old_index.add(prepared_items)
+    faiss.write_index(old_index, str(directory / "index.faiss"))
+    with pytest.warns(UserWarning, match=r"inner-product"):
+        loaded = Retriever.load(directory)
+    assert loaded.metric == "ip"
+    recs = loaded.recommend(user_ids, k=9, exclude_seen=False)
+    for u, user in enumerate(user_ids):
+        row = recs[recs.user_id == user]
+        assert row[row.item_id == 4]["rank"].item() == training_rank(training[u], 4), user
+
+
+# ---------------------------------------------------------------- issue 13: permissions
+@pytest.mark.parametrize(
+    ("umask", "folder", "file"), [(0o022, 0o755, 0o644), (0o077, 0o700, 0o600)]
+)
+def test_export_follows_the_umask(tmp_path, umask, folder, file):
+    vectors = np.eye(3, dtype=np.float32)
+    retriever = Retriever(vectors[:2], vectors, ["a", "b"], [7, 8, 9], "dot")
+    previous = os.umask(umask)
+    try:
+        directory = retriever.export(tmp_path / "out")
+        replaced = retriever.export(tmp_path / "again")
+        replaced = retriever.export(replaced, overwrite=True)
+    finally:
+        os.umask(previous)
+    for path in (directory, replaced):
+        assert stat.S_IMODE(path.stat().st_mode) == folder
+        modes = {child.name: stat.S_IMODE(child.stat().st_mode) for child in path.iterdir()}
+        assert set(modes.values()) == {file}, modes

@@ -64,3 +64,22 @@ def test_evaluate_without_exclusion_can_return_seen_items():
         evaluate_retrieval(query, vectors, "ip", eval_set, [1], exclude_seen=False)["hit_rate@1"]
         == 1.0
     )
+
+
+@pytest.mark.parametrize("name", ["cosine", "dot", "euclidean"])
+def test_search_ranks_a_zero_item_as_training(name):
+    # An all-zero item (e.g. an embedding row that never trained) must land exactly where the
+    # training score puts it: for cosine F.normalize(0) = 0 scores 0, not "cosine 0.5" as an
+    # L2 index on normalised vectors ranks it.
+    rng = np.random.default_rng(5)
+    sim = get_similarity(name)
+    users = torch.from_numpy(rng.normal(size=(30, 8)))
+    items = torch.from_numpy(rng.normal(size=(25, 8)))
+    items[17] = 0.0
+    index = build_index(sim.prepare(items).float().numpy(), sim.faiss_metric)
+    found, scores = search_top_k(index, sim.prepare(users).float().numpy(), 25)
+    training = sim.matrix(users, items).numpy()
+    position = np.argmax(found == 17, axis=1)  # 0-based rank in the search result
+    np.testing.assert_array_equal(position, (training > training[:, [17]]).sum(1))
+    # The scores are the training scores, best first (cosine: the cosine itself).
+    np.testing.assert_allclose(scores, -np.sort(-training, axis=1), atol=1e-4)

@@ -53,22 +53,22 @@ def test_normalised_dot_equals_cosine_and_l2_identity():
     torch.testing.assert_close(-Euclidean().matrix(qn, cn), 2 - 2 * cos)
 
 
-def test_faiss_l2_on_normalised_vectors_ranks_as_cosine():
+def test_faiss_ip_on_normalised_vectors_ranks_as_cosine():
     rng = np.random.default_rng(1)
     q = rng.normal(size=(20, 16)).astype(np.float32)
     c = rng.normal(size=(300, 16)).astype(np.float32)
     sim = Cosine()
     qn = sim.prepare(torch.from_numpy(q)).numpy()
     cn = sim.prepare(torch.from_numpy(c)).numpy()
-    assert sim.faiss_metric == "l2"
-    index = faiss.IndexFlatL2(16)
+    assert sim.faiss_metric == "ip"
+    index = faiss.IndexFlatIP(16)
     index.add(cn)
     _, found = index.search(qn, 300)
     expected = np.argsort(-sim.matrix(torch.from_numpy(q), torch.from_numpy(c)).numpy(), axis=1)
     np.testing.assert_array_equal(found[:, :50], expected[:, :50])
 
 
-@pytest.mark.parametrize(("name", "metric"), [("cosine", "l2"), ("dot", "ip"), ("euclidean", "l2")])
+@pytest.mark.parametrize(("name", "metric"), [("cosine", "ip"), ("dot", "ip"), ("euclidean", "l2")])
 def test_faiss_metric_of_each_similarity(name, metric):
     assert get_similarity(name).faiss_metric == metric
 

@@ -119,9 +119,11 @@ def most_popular_metrics(
 
 class _Encoder(Protocol):
     similarity: Any
+    training: bool
 
     def encode_users(self, users: Any) -> Tensor: ...
     def encode_items(self, items: Any) -> Tensor: ...
+    def train(self, mode: bool = True) -> Any: ...
 
 
 class RetrievalEvaluator(Callback):
@@ -208,24 +210,38 @@ class RetrievalEvaluator(Callback):
         ``user_features`` (one row per ``eval_set.users``, e.g. with their history) default
         to the user ids alone. With ``progress`` (``True``, or the
         :class:`~lit_matching.progress.ProgressBars` to use), bars labelled ``progress_label``
-        show the encoding and the search.
+        show the encoding and the search. The module encodes in eval mode (no dropout) and
+        is left in the mode it was in, each submodule's included.
         """
         if user_features is None:
             user_features = {"ids": torch.as_tensor(eval_set.users)}
         bars = ProgressBars() if progress is True else progress or None
         rows = len(next(iter(user_features.values())))
-        with progress_bar(bars, rows, f"{progress_label}: encoding users", "user") as done:
-            users = encode_in_batches(
-                pl_module.encode_users, user_features, device, self.batch_size, done
-            )
-        with progress_bar(bars, num_items, f"{progress_label}: encoding items", "item") as done:
-            items = encode_in_batches(
-                pl_module.encode_items,
-                {"ids": torch.arange(num_items)},
-                device,
-                self.batch_size,
-                done,
-            )
+        was_training = pl_module.training
+        # Each submodule's own mode, so that e.g. a frozen (eval) part stays frozen afterwards.
+        modes = (
+            [(module, module.training) for module in pl_module.modules()]
+            if isinstance(pl_module, torch.nn.Module)
+            else []
+        )
+        pl_module.train(False)
+        try:
+            with progress_bar(bars, rows, f"{progress_label}: encoding users", "user") as done:
+                users = encode_in_batches(
+                    pl_module.encode_users, user_features, device, self.batch_size, done
+                )
+            with progress_bar(bars, num_items, f"{progress_label}: encoding items", "item") as done:
+                items = encode_in_batches(
+                    pl_module.encode_items,
+                    {"ids": torch.arange(num_items)},
+                    device,
+                    self.batch_size,
+                    done,
+                )
+        finally:
+            pl_module.train(was_training)
+            for module, mode in modes:
+                module.training = mode
         return evaluate_retrieval(
             users,
             items,

@@ -15,11 +15,19 @@ file                     content
 ``item_ids.json``        raw item ids in index order (a JSON list)
 ``seen_items.npz``       CSR arrays ``indptr`` / ``indices``: item indices each user has seen
 ``index.faiss``          the FAISS index over the items (``faiss.read_index``)
-``meta.json``            similarity, metric, index spec, sizes, versions (written last)
+``meta.json``            similarity, metric, index spec, sizes, versions, and the ``sha256`` of
+                         ``item_embeddings.npy`` and ``index.faiss`` (written last)
 =======================  ==========================================================================
 
-Scores are "higher = closer": inner products for ``ip`` indexes, negated squared distances for
-``l2`` indexes (for cosine, ``2 cos - 2``).
+Scores are "higher = closer": inner products for ``ip`` indexes (for cosine, the cosine: a zero
+vector scores 0, as in training), negated squared distances for ``l2`` indexes (euclidean).
+
+:meth:`Retriever.load` refuses vectors that are not finite, and an ``index.faiss`` or
+``item_embeddings.npy`` whose ``sha256`` is not the one written at export. Exports from before
+these checksums load without them; their ``Flat`` index is then compared with
+``item_embeddings.npy`` vector by vector (an approximate one is only checked for size and
+metric). Cosine exports from before cosine searched an inner-product index (``meta.json`` metric
+``"l2"``) load with an inner-product index rebuilt from ``item_embeddings.npy``, with a warning.
 
 A multi-interest user (``meta.json`` has ``"interests": K``) is served by searching each of its
 ``K`` vectors and keeping each item once, with its best score
@@ -28,10 +36,13 @@ A multi-interest user (``meta.json`` has ``"interests": K``) is served by search
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import secrets
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -69,6 +80,8 @@ _SEEN = "seen_items.npz"
 _INDEX = "index.faiss"
 _FILES = (_USER_EMB, _ITEM_EMB, _USER_IDS, _ITEM_IDS, _SEEN, _INDEX)
 _METRIC_TYPES = {"l2": faiss.METRIC_L2, "ip": faiss.METRIC_INNER_PRODUCT}
+#: Files whose sha256 ``meta.json`` records: the index must hold the vectors of the items.
+_CHECKSUMMED = (_ITEM_EMB, _INDEX)
 
 
 class _Encoder(Protocol):
@@ -96,6 +109,47 @@ def _json_id(value: Any, what: str) -> str | int | float:
         f"{what} ids must be strings or numbers to export as JSON, got {type(value).__name__} "
         f"{value!r}"
     )
+
+
+def _check_finite(vectors: np.ndarray, what: str) -> None:
+    """Raise naming the first row of ``vectors`` that holds a NaN or an infinity.
+
+    FAISS returns no result for such a query and never finds such an item, so they would
+    silently empty or thin out the recommendations.
+    """
+    bad = ~np.isfinite(vectors).all(axis=tuple(range(1, vectors.ndim)))
+    if bad.any():
+        row = int(np.argmax(bad))
+        values = vectors[row].ravel()
+        value = values[~np.isfinite(values)][0]
+        raise ValueError(
+            f"{what}: row {row} is not finite (holds {value}); {int(bad.sum())} of "
+            f"{len(vectors)} rows hold NaN or infinity (did training diverge?)"
+        )
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _make_dir(parent: Path, prefix: str, suffix: str) -> Path:
+    """A new, uniquely named directory in ``parent``, with the permissions the umask gives.
+
+    Unlike :func:`tempfile.mkdtemp` (always mode 0700), ``os.mkdir(path, 0o777)`` lets the
+    user's umask decide, so an export is as readable as any other file the user writes.
+    """
+    for _ in range(100):
+        path = parent / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        try:
+            path.mkdir(0o777)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"no unused temporary directory name {prefix}*{suffix} in {parent}")
 
 
 def _id_index(ids: Sequence[Any], what: str) -> pd.Index:
@@ -189,6 +243,8 @@ class Retriever:
             )
         if len(items) == 0:
             raise ValueError("there are no items to retrieve")
+        _check_finite(users, "user embeddings")
+        _check_finite(items, "item embeddings")
         if len(user_ids) != len(users) or len(item_ids) != len(items):
             raise ValueError(
                 f"{len(user_ids)} user ids for {len(users)} user vectors and {len(item_ids)} "
@@ -448,7 +504,7 @@ class Retriever:
 
     # ------------------------------------------------------------------ export / load
     def meta(self) -> dict[str, Any]:
-        """What ``meta.json`` of an export holds."""
+        """What ``meta.json`` of an export holds (:meth:`export` adds ``sha256``)."""
         return {
             "format_version": FORMAT_VERSION,
             "lit_matching_version": _version(),
@@ -487,7 +543,7 @@ class Retriever:
         ):
             raise ValueError(f"{target} exists and is not a retriever export: not replacing it")
         target.parent.mkdir(parents=True, exist_ok=True)
-        temp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        temp = _make_dir(target.parent, f".{target.name}.", ".tmp")
         try:
             self._write(temp)
             if target.exists():
@@ -525,7 +581,10 @@ class Retriever:
             )
         index = faiss.index_gpu_to_cpu(self._index) if _on_gpu(self._index) else self._index
         faiss.write_index(index, str(path / _INDEX))
-        meta = json.dumps(self.meta(), indent=2, allow_nan=False)
+        # Checksums of the files as written: load then knows the index is the one built over
+        # these item vectors, whatever the index type (an approximate one cannot be compared).
+        checksums = {name: _sha256(path / name) for name in _CHECKSUMMED}
+        meta = json.dumps(self.meta() | {"sha256": checksums}, indent=2, allow_nan=False)
         (path / _META).write_text(meta + "\n", encoding="utf-8")
 
     @classmethod
@@ -539,7 +598,10 @@ class Retriever:
         Raises:
             FileNotFoundError: A file of the export is missing (named).
             ValueError: A file is unreadable, of another format version, or disagrees with
-                ``meta.json`` (the file and the mismatch are named).
+                ``meta.json`` (the file and the mismatch are named); a vector is not finite
+                (the file and row are named); ``item_embeddings.npy`` or ``index.faiss`` is
+                not the file written at export (its sha256 differs, or a ``Flat`` index
+                holds other vectors).
         """
         path = Path(directory)
         if not path.is_dir():
@@ -558,8 +620,23 @@ class Retriever:
         user_ids = _read_ids(path / _USER_IDS, num_users, "num_users")
         item_ids = _read_ids(path / _ITEM_IDS, num_items, "num_items")
         seen = _read_seen(path / _SEEN, num_users, num_items)
-        index = _read_index(path / _INDEX, meta)
-        index = to_gpu(index, use_gpu, meta["index"])
+        similarity = get_similarity(meta["similarity"])
+        if meta["metric"] != similarity.faiss_metric:  # a cosine export with an L2 index
+            warnings.warn(
+                f"retriever export {path} holds an L2 index for cosine (meta.json metric 'l2', "
+                f"lit_matching {meta.get('lit_matching_version', '?')}), which ranks zero "
+                f"vectors unlike training; using an inner-product {meta['index']!r} index "
+                f"rebuilt from {_ITEM_EMB} instead (export again to skip this)",
+                UserWarning,
+                stacklevel=2,
+            )
+            index = build_index(
+                items, similarity.faiss_metric, meta["index"], meta["search_params"], use_gpu
+            )
+        else:
+            index = _read_index(path / _INDEX, meta)
+            _check_index_holds(path, meta, index, items)
+            index = to_gpu(index, use_gpu, meta["index"])
         try:
             return cls(
                 users,
@@ -629,10 +706,21 @@ def _read_meta(path: Path) -> dict[str, Any]:
         similarity = get_similarity(meta["similarity"])
     except ValueError as err:
         raise ValueError(f"{file}: {err}") from None
-    if meta["metric"] != similarity.faiss_metric:
+    # Cosine exports written before cosine searched an inner-product index say "l2"; load
+    # rebuilds their index.
+    legacy = similarity.name == "cosine" and meta["metric"] == "l2"
+    if meta["metric"] != similarity.faiss_metric and not legacy:
         raise ValueError(
             f"{file}: metric {meta['metric']!r} does not match similarity "
             f"{similarity.name!r} (which needs {similarity.faiss_metric!r})"
+        )
+    checksums = meta.get("sha256")
+    if checksums is not None and not (
+        isinstance(checksums, dict)
+        and all(isinstance(checksums.get(name), str) for name in _CHECKSUMMED)
+    ):
+        raise ValueError(
+            f"{file}: 'sha256' must map {', '.join(_CHECKSUMMED)} to hex digests: {checksums!r}"
         )
     return meta
 
@@ -650,6 +738,7 @@ def _read_embeddings(file: Path, shape: tuple[int, ...], count_key: str) -> np.n
             f"{file} has shape {array.shape}, but meta.json's {count_key}, dimension{extra} "
             f"say {shape}"
         )
+    _check_finite(array, str(file))
     return array
 
 
@@ -726,6 +815,38 @@ def _read_index(file: Path, meta: dict[str, Any]) -> faiss.Index:
     except ValueError as err:
         raise ValueError(f"{file}: {err} (from meta.json search_params)") from None
     return index
+
+
+def _check_index_holds(
+    path: Path, meta: dict[str, Any], index: faiss.Index, items: np.ndarray
+) -> None:
+    """Raise unless ``index.faiss`` is the index exported with ``item_embeddings.npy``.
+
+    With the ``sha256`` of both files in ``meta.json`` (written at export) the files must have
+    them. A ``Flat`` index stores the vectors themselves, so it is also compared with
+    ``items`` exactly; exports from before the checksums get only that check, and for an
+    approximate index of such an export (whose codes cannot be compared exactly) none.
+    """
+    checksums: dict[str, str] = meta.get("sha256") or {}
+    for name in _CHECKSUMMED if checksums else ():
+        found = _sha256(path / name)
+        if found != checksums[name]:
+            raise ValueError(
+                f"{path / name} is not the file exported with this retriever: its sha256 is "
+                f"{found}, meta.json says {checksums[name]} (replaced or modified after export)"
+            )
+    if not isinstance(index, faiss.IndexFlat):
+        return
+    block = 65536  # rows compared at a time: bounded extra memory for large catalogues
+    for start in range(0, len(items), block):
+        stored = index.reconstruct_n(start, min(block, len(items) - start))
+        differs = (stored != items[start : start + block]).any(axis=1)
+        if differs.any():
+            row = start + int(np.argmax(differs))
+            raise ValueError(
+                f"{path / _INDEX} does not hold the vectors of {path / _ITEM_EMB}: row {row} "
+                f"differs (was the index replaced or rebuilt from other vectors?)"
+            )
 
 
 def export_retriever(
