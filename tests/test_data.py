@@ -280,3 +280,124 @@ def test_popularity_batches_carry_log_q(small_log):
     np.testing.assert_allclose(batch["pos_log_q"].numpy(), np.log(share), rtol=1e-5)
     with pytest.raises(ValueError, match="unknown negative_sampler 'hard'"):
         MatchingDataModule(negative_sampler="hard")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (  # export writes ids as JSON strings or numbers: bool ids failed only then
+            lambda f: f.assign(user_id=f.index % 2 == 0),
+            r"column 'user_id' holds bool id True at row 0",
+        ),
+        (
+            lambda f: f.assign(item_id=[str(i).encode() for i in f.item_id]),
+            r"column 'item_id' holds bytes id b'\d+' at row 0",
+        ),
+        (
+            lambda f: f.assign(item_id=np.where(f.index == 9, np.inf, f.item_id)),
+            r"column 'item_id' holds float id inf at row 9",
+        ),
+    ],
+)
+def test_ids_that_cannot_be_exported_are_rejected_before_training(small_log, change, message):
+    # Issue 13, point 7: the error came from the export, after training.
+    dm = MatchingDataModule(interactions=change(small_log))
+    with pytest.raises(ValueError, match=message + r".*strings or finite numbers"):
+        dm.setup("fit")
+
+
+def test_bytes_ids_from_parquet_name_the_file(small_log, tmp_path):
+    path = tmp_path / "log.parquet"
+    small_log.assign(user_id=small_log.user_id.str.encode("ascii")).to_parquet(path)
+    message = r"log\.parquet: column 'user_id' holds bytes id b'u0' at row 0"
+    with pytest.raises(ValueError, match=message):
+        MatchingDataModule(interactions=str(path)).setup("fit")
+
+
+def test_mixed_number_and_string_ids_name_column_and_rows(small_log):
+    # Issue 13, point 9: sorting the vocabulary raised a bare TypeError.
+    log = small_log.assign(item_id=small_log.item_id.astype(object))
+    log.loc[11, "item_id"] = "x"
+    message = r"'item_id' mixes numbers and strings: int id \d+ at row 0, str id 'x' at row 11"
+    with pytest.raises(ValueError, match=message):
+        MatchingDataModule(interactions=log).setup("fit")
+
+
+def test_parquet_list_ids_name_file_column_and_row(small_log, tmp_path):
+    # Issue 13, point 9: pandas raised "unhashable type: 'numpy.ndarray'".
+    path = tmp_path / "log.parquet"
+    small_log.assign(item_id=[[item, 1] for item in small_log.item_id]).to_parquet(path)
+    message = r"log\.parquet: column 'item_id' holds ndarray id .* at row 0"
+    with pytest.raises(ValueError, match=message):
+        MatchingDataModule(interactions=str(path)).setup("fit")
+
+
+def test_garbage_line_in_a_csv_names_file_and_line(small_log, tmp_path):
+    # Issue 13, point 9: "missing id(s) ... at row 2", without the file or its line.
+    path = tmp_path / "log.csv"
+    lines = small_log.to_csv(index=False).splitlines()
+    lines[2:2] = [""]  # file line 3, blank: pandas skips it, the line count does not
+    lines[5:5] = ["garbage"]  # file line 6
+    lines[9:9] = ["also garbage"]
+    path.write_text("\n".join(lines) + "\n")
+    message = r"log\.csv: column 'item_id' has 2 missing id\(s\) \(NaN/None\), first at line 6\b"
+    with pytest.raises(ValueError, match=message):
+        MatchingDataModule(interactions=str(path)).setup("fit")
+    part = {"train": small_log, "test": [small_log, str(path)]}  # pre-split parts name it too
+    with pytest.raises(ValueError, match=message):
+        MatchingDataModule(interactions=part).setup("fit")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.csv", b"", r"empty\.csv line 1: the file is empty"),
+        ("latin.csv", "user_id,item_id\n7,\xe9t\xe9\n".encode("latin-1"), r"latin\.csv line 2"),
+    ],
+)
+def test_unreadable_csv_names_the_file_in_the_datamodule(tmp_path, name, content, message):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        MatchingDataModule(interactions=str(tmp_path / name)).setup("fit")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        1,
+        2**70,
+        1.5,
+        "a",
+        np.int64(3),
+        np.float32(2),
+        np.str_("s"),
+        True,
+        np.bool_(False),
+        b"x",
+        np.bytes_(b"y"),
+        np.inf,
+        -np.inf,
+        np.nan,
+        None,
+        (1,),
+        [1],
+        pd.Timestamp(0),
+    ],
+    ids=repr,
+)
+def test_ids_accepted_when_read_are_the_ids_an_export_writes(value):
+    from lit_matching.data.interactions import validate_interactions
+    from lit_matching.retrieval.retriever import _json_id
+
+    frame = pd.DataFrame({"user_id": pd.Series([value, value], dtype=object), "item_id": [1, 2]})
+    try:
+        _json_id(value, "user")
+        exported = True
+    except ValueError:
+        exported = False
+    try:
+        validate_interactions(frame, "user_id", "item_id", None)
+        accepted = True
+    except ValueError:
+        accepted = False
+    assert accepted == exported

@@ -178,3 +178,49 @@ def test_user_features_hold_the_latest_known_history(small_log, stage, parts):
             target = targets[targets.user == user].item.tolist()
             assert not set(target) & set(features["history"][row].tolist())
     assert set(MatchingDataModule(interactions=small_log).user_features(stage, users)) == {"ids"}
+
+
+def test_formats_without_timestamps_need_no_time_col(tmp_path, caplog):
+    # Issue 13, point 10: "no column(s) ['timestamp']" unless time_col=None was given.
+    write_user_lines(tmp_path / "train.txt", [[0, 1, 2, 3], [1, 2, 4], [2, 5, 1]])
+    write_user_lines(tmp_path / "test.txt", [[0, 5], [1, 1]])
+    (tmp_path / "log.txt").write_text("0 3 1\n0 1 1\n0 2 1\n1 5 1\n1 2 1\n1 4 1\n")  # triples
+    with caplog.at_level(logging.INFO):
+        folder = MatchingDataModule(interactions=str(tmp_path))  # default time_col
+        assert (folder.num_users, folder.num_items) == (3, 5)
+    assert "by row order" in caplog.text  # duplicates: file order is the time order
+    assert folder.time_col == "auto"
+    expected = MatchingDataModule(interactions=str(tmp_path), time_col=None)
+    for part in ("train", "val", "test"):
+        assert getattr(folder.splits, part).equals(getattr(expected.splits, part))
+    triples = MatchingDataModule(interactions=str(tmp_path / "log.txt"))
+    last = triples.splits.test.item  # the users' last lines
+    assert triples.item_vocab.to_raw(last).tolist() == [2, 4]
+    # A time column asked for by name must exist; so must the default one in a table.
+    with pytest.raises(ValueError, match=r"no column\(s\) \['timestamp'\]"):
+        MatchingDataModule(interactions=str(tmp_path), time_col="timestamp").setup("fit")
+    with pytest.raises(ValueError, match=r"no column\(s\) \['timestamp'\]"):
+        MatchingDataModule(interactions=pd.DataFrame({"user_id": [1], "item_id": [2]})).setup()
+
+
+def test_user_lines_folder_from_the_command_line(tmp_path, monkeypatch):
+    from lit_matching.cli import run_cli
+
+    monkeypatch.setattr("sys.argv", ["lit-matching"])
+    monkeypatch.chdir(tmp_path)
+    rows = [[user, *((user * 3 + np.arange(5)) % 12)] for user in range(8)]
+    write_user_lines(tmp_path / "train.txt", [row[:4] for row in rows])
+    write_user_lines(tmp_path / "valid.txt", [[row[0], row[4]] for row in rows])
+    write_user_lines(tmp_path / "test.txt", [[row[0], row[5]] for row in rows])
+    args = ["--trainer.max_steps=2", "--trainer.enable_progress_bar=false"]
+    cli = run_cli(["fit", "--data.interactions", str(tmp_path), "--data.batch_size=4", *args])
+    assert cli.trainer.global_step == 2
+    assert (cli.datamodule.num_users, len(cli.datamodule.splits.test)) == (8, 8)
+
+
+def test_item_counts_prepare_the_data_like_their_siblings(small_log):
+    # Issue 13, point 14: AttributeError before the data was prepared.
+    dm = MatchingDataModule(interactions=small_log)
+    counts = dm.item_counts
+    assert counts.shape == (dm.num_items,) and counts.sum() == len(dm.splits.train)
+    np.testing.assert_array_equal(counts, np.bincount(dm.splits.train.item, minlength=30))

@@ -241,3 +241,18 @@ def test_split_files_part_made_of_several_files(tmp_path):
         read_split_files(tmp_path, ([], None, "test.txt"))
     with pytest.raises(FileNotFoundError, match=r"nope\.txt"):
         read_split_files(tmp_path, (["train.txt", "nope.txt"], None, "test.txt"))
+
+
+def test_empty_csv_names_the_file(tmp_path):
+    # Issue 13, point 9: pandas' EmptyDataError named neither the file nor what was missing.
+    path = write(tmp_path / "log.csv", "")
+    with pytest.raises(ValueError, match=r"log\.csv line 1: the file is empty \(no header"):
+        read_interactions(path)
+
+
+def test_non_utf8_csv_names_file_line_and_column(tmp_path):
+    # Issue 13, point 9: a Latin-1 byte gave a bare UnicodeDecodeError.
+    path = tmp_path / "log.tsv"
+    path.write_bytes("user_id\titem_id\n1\tcafe\n2\tcaf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"log\.tsv line 3, column 'item_id': .*UTF-8.*0xe9"):
+        read_interactions(path)

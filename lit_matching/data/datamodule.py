@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,7 +26,13 @@ from lit_matching.data.interactions import (
 )
 from lit_matching.data.item_sets import EvalSet, ItemSets
 from lit_matching.data.movielens import load_movielens_small
-from lit_matching.data.readers import read_interactions, read_recbole, read_split_files
+from lit_matching.data.readers import (
+    detect_format,
+    read_interactions,
+    read_recbole,
+    split_file_paths,
+    table_line,
+)
 from lit_matching.data.sampling import (
     NegativeSampler,
     PopularityNegativeSampler,
@@ -54,6 +61,27 @@ _PART_NAMES = {"train": "train", "valid": "val", "val": "val", "test": "test"}
 # a file path given on the command line and passes the file's content instead of the path.
 # Accepted: a DataFrame, a path, a mapping of split names to either, or None.
 Interactions = Any
+#: ``time_col`` default: ``"timestamp"``, or row order for files of a format without time.
+AUTO_TIME = "auto"
+_TIMELESS_FORMATS = ("user-lines", "triples", "recbole")  # RecBole files may lack a timestamp
+_SEPARATORS = {"csv": ",", "tsv": "\t"}
+
+
+@dataclass(frozen=True, eq=False)
+class _Piece:
+    """One frame as given or read from one file, with what is needed to name its rows."""
+
+    frame: pd.DataFrame
+    file: Path | None = None  # None: a DataFrame given as such
+    format: str | None = None  # the reader's format of ``file``
+
+    def where(self, position: int) -> str:
+        """The row at ``position``: its index label, or the line / row of the file."""
+        if self.file is None:
+            return f"row {self.frame.index[position]!r}"
+        if self.format in _SEPARATORS:
+            return f"line {table_line(self.file, position, _SEPARATORS[self.format])}"
+        return f"row {position}"
 
 
 def _feature_specs(specs: Sequence[FeatureSpec], side: str) -> tuple[FeatureSpec, ...]:
@@ -92,8 +120,10 @@ class MatchingDataModule(LightningDataModule):
     feedback), repeated ``(user, item)`` pairs (keeping the ``duplicates`` one in time), and a
     k-core filter (``min_user_interactions`` / ``min_item_interactions``).
 
-    **Ids**: raw ids of any type map to ``0..n-1`` (sorted raw-id order); the vocabularies are
-    saved in checkpoints (:meth:`state_dict`).
+    **Ids**: raw ids map to ``0..n-1`` (sorted raw-id order); the vocabularies are saved in
+    checkpoints (:meth:`state_dict`). Ids must be strings or finite numbers, not both in one
+    column (what an export writes as JSON): others fail while the data is read, naming the
+    file, column and line or row.
 
     **Split** (``split``, with ``split_options``): ``"leave_last_out"`` (default: each user's
     last interaction by time, ties in row order, is test, the one before validation),
@@ -147,6 +177,9 @@ class MatchingDataModule(LightningDataModule):
         user_col: Column of raw user ids.
         item_col: Column of raw item ids.
         time_col: Column that orders each user's interactions; ``None`` uses row order.
+            ``"auto"`` (default): ``"timestamp"``, except for files of a format that may
+            carry no time (per-user lines, triples, RecBole) and have none, which are in
+            row order (the order of the file); a column named explicitly must exist.
         rating_col: Column of ratings (used by ``min_rating``).
         min_rating: Keep only interactions rated at least this (``None``: keep all).
         duplicates: Which of repeated ``(user, item)`` interactions to keep, ``"last"`` or
@@ -201,7 +234,7 @@ class MatchingDataModule(LightningDataModule):
         split_files: Sequence[str | Sequence[str] | None] = ("train.txt", "valid.txt", "test.txt"),
         user_col: str = "user_id",
         item_col: str = "item_id",
-        time_col: str | None = "timestamp",
+        time_col: str | None = AUTO_TIME,
         rating_col: str = "rating",
         min_rating: float | None = None,
         duplicates: Literal["last", "first"] = "last",
@@ -288,14 +321,57 @@ class MatchingDataModule(LightningDataModule):
             return source
         return read_interactions(source, format=self.file_format)
 
+    def _piece(self, source: pd.DataFrame | str | Path, format: str | None = None) -> _Piece:
+        """A frame, or the file ``source`` read in ``format`` (default ``file_format``)."""
+        if isinstance(source, pd.DataFrame):
+            return _Piece(source)
+        path = Path(source)
+        format = format or self.file_format
+        if format == "auto":
+            format = detect_format(path)
+        return _Piece(read_interactions(path, format=format), path, format)
+
+    def _resolved_time_col(self, pieces: Sequence[_Piece]) -> str | None:
+        """``time_col``, with ``"auto"`` resolved for ``pieces`` (see the class docstring)."""
+        if self.time_col != AUTO_TIME:
+            return self.time_col
+        timeless = all(
+            piece.format in _TIMELESS_FORMATS and "timestamp" not in piece.frame.columns
+            for piece in pieces
+        )
+        return None if timeless else "timestamp"
+
+    def _validated(self, parts: dict[str, list[_Piece]]) -> dict[str, pd.DataFrame]:
+        """Each part's pieces checked (errors name the file and line) and concatenated."""
+        self._time_col = self._resolved_time_col([p for pieces in parts.values() for p in pieces])
+        frames = {}
+        for name, pieces in parts.items():
+            for piece in pieces:
+                if len(piece.frame) == 0 and len(pieces) > 1:
+                    continue  # an empty file among others adds nothing; an empty part fails
+                try:
+                    validate_interactions(
+                        piece.frame, self.user_col, self.item_col, self._time_col, piece.where
+                    )
+                except ValueError as err:
+                    if piece.file is None:
+                        raise
+                    raise ValueError(f"{piece.file}: {err}") from None
+            frames[name] = (
+                pieces[0].frame
+                if len(pieces) == 1
+                else pd.concat([piece.frame for piece in pieces], ignore_index=True)
+            )
+        return frames
+
     def _clean(self, frame: pd.DataFrame) -> pd.DataFrame:
-        validate_interactions(frame, self.user_col, self.item_col, self.time_col)
+        validate_interactions(frame, self.user_col, self.item_col, self._time_col)
         if self.min_rating is not None:
             frame = keep_min_rating(
                 frame, self.min_rating, self.rating_col, self.user_col, self.item_col
             )
         return drop_duplicates(
-            frame, self.user_col, self.item_col, self.time_col, keep=self.duplicates
+            frame, self.user_col, self.item_col, self._time_col, keep=self.duplicates
         )
 
     def _k_core(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -309,11 +385,15 @@ class MatchingDataModule(LightningDataModule):
             self.item_col,
         )
 
-    def _presplit_parts(self) -> dict[str, pd.DataFrame] | None:
+    def _presplit_parts(self) -> dict[str, list[_Piece]] | None:
         """The parts of pre-split input (a folder or a mapping), else ``None``."""
         source = self.interactions
         if isinstance(source, (str, Path)) and Path(source).is_dir():
-            return read_split_files(source, self.split_files, format=self.file_format)
+            # As read_split_files, one piece per file: errors name the file.
+            format, paths = split_file_paths(source, self.split_files, format=self.file_format)
+            return {
+                part: [self._piece(path, format) for path in files] for part, files in paths.items()
+            }
         if isinstance(source, Mapping):
             unknown = sorted(set(source) - set(_PART_NAMES))
             if unknown or "train" not in source or "test" not in source:
@@ -322,9 +402,9 @@ class MatchingDataModule(LightningDataModule):
                     f"'valid'), got {sorted(source)}"
                 )
             return {
-                name: pd.concat([self._read(p) for p in part], ignore_index=True)
+                name: [self._piece(p) for p in part]
                 if isinstance(part, (list, tuple))
-                else self._read(part)
+                else [self._piece(part)]
                 for name, part in source.items()
             }
         return None
@@ -337,15 +417,16 @@ class MatchingDataModule(LightningDataModule):
         ``step(name)`` is called as each step starts (for the progress bar).
         """
         step("reading")
-        parts = self._presplit_parts()
-        if parts is None:
+        pieces = self._presplit_parts()
+        if pieces is None:
             source = self.interactions
             assert not isinstance(source, Mapping)  # mappings are pre-split
-            frame = load_movielens_small() if source is None else self._read(source)
+            piece = _Piece(load_movielens_small()) if source is None else self._piece(source)
+            frame = self._validated({"all": [piece]})["all"]
             step("cleaning")
             frame = self._k_core(self._clean(frame))
             step("indexing")
-            data = index_interactions(frame, self.user_col, self.item_col, self.time_col)
+            data = index_interactions(frame, self.user_col, self.item_col, self._time_col)
             frame = data.frame.assign(order=np.arange(len(data.frame)))
             options = self.split_options
             step("splitting")
@@ -357,6 +438,7 @@ class MatchingDataModule(LightningDataModule):
                 "available for input that is not pre-split"
             )
         # One vocabulary over all parts; the part of each row travels as a column.
+        parts = self._validated(pieces)
         step("cleaning")
         named = {_PART_NAMES[name]: self._clean(part) for name, part in parts.items()}
         labelled = pd.concat(
@@ -364,7 +446,7 @@ class MatchingDataModule(LightningDataModule):
         )
         step("indexing")
         data = index_interactions(
-            labelled, self.user_col, self.item_col, self.time_col, extra_columns=["_part"]
+            labelled, self.user_col, self.item_col, self._time_col, extra_columns=["_part"]
         )
         step("splitting")
         frame = data.frame.assign(order=np.arange(len(data.frame)))
@@ -393,12 +475,12 @@ class MatchingDataModule(LightningDataModule):
             ItemSets.from_pairs(part.user.to_numpy(), part.item.to_numpy(), *shape)
             for part in (split.train, split.val, split.test)
         )
-        self.item_counts = np.bincount(split.train.item, minlength=shape[1])
+        self._item_counts = np.bincount(split.train.item, minlength=shape[1])
         with np.errstate(divide="ignore"):  # items without training interactions: -inf
             #: log-probability of each item being a training batch's positive
-            self.item_log_q = np.log(self.item_counts / max(len(split.train), 1))
+            self.item_log_q = np.log(self._item_counts / max(len(split.train), 1))
         cold = [
-            int((self.item_counts[part.item.to_numpy()] == 0).sum())
+            int((self._item_counts[part.item.to_numpy()] == 0).sum())
             for part in (split.val, split.test)
         ]
         self._feature_tables = {side: self._feature_table(side, step) for side in ("user", "item")}
@@ -441,6 +523,12 @@ class MatchingDataModule(LightningDataModule):
         """The indexed train / val / test interactions (columns ``user``, ``item``, ``time``)."""
         self._prepare()
         return self._splits
+
+    @property
+    def item_counts(self) -> np.ndarray:
+        """Training interactions of each item index (what the popularity sampler counts)."""
+        self._prepare()
+        return self._item_counts
 
     @property
     def num_users(self) -> int:

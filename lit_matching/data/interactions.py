@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,16 +66,105 @@ class IndexedInteractions:
     items: IdVocabulary
 
 
+#: What a retriever export can write (as JSON) and a vocabulary can sort.
+_ID_RULE = (
+    "ids must be strings or finite numbers (not bool, bytes, lists, ...), all of one kind, "
+    "as the retriever export writes them as JSON"
+)
+_CLEAN_OBJECT_IDS = ("string", "integer", "empty")  # pandas.api.types.infer_dtype kinds
+
+
+def _id_kind(value: Any) -> str | None:
+    """``"number"`` or ``"string"`` for an id the export can write, else ``None``."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, int):
+        return "number"
+    if isinstance(value, float):
+        return "number" if math.isfinite(value) else None
+    return None
+
+
+def _described(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} id {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def _first_bad_id(values: pd.Series, col: str, where: Callable[[int], str]) -> None:
+    """Raise at the first id the export could not write, or where numbers and strings mix.
+
+    Columns of integer or string dtype pass at once, and so do object columns pandas infers
+    as all strings or all integers; others are looked at one by one (a float column from its
+    first non-finite value on).
+    """
+    dtype = values.dtype
+    start = 0
+    if pd.api.types.is_integer_dtype(dtype) or isinstance(dtype, pd.StringDtype):
+        return  # (bool is not an integer dtype to pandas)
+    if pd.api.types.is_float_dtype(dtype):
+        finite = np.isfinite(values.to_numpy(dtype=np.float64, na_value=np.nan))
+        if finite.all():
+            return
+        start = int(np.argmin(finite))
+    elif pd.api.types.is_object_dtype(dtype):
+        if pd.api.types.infer_dtype(values, skipna=False) in _CLEAN_OBJECT_IDS:
+            return
+    first: tuple[int, Any, str] | None = None
+    raw = values.to_numpy(dtype=object)
+    for position in range(start, len(raw)):
+        value = raw[position].item() if isinstance(raw[position], np.generic) else raw[position]
+        kind = _id_kind(value)
+        if kind is None:
+            raise ValueError(
+                f"column {col!r} holds {_described(value)} at {where(position)}: {_ID_RULE}"
+            )
+        if first is None:
+            first = (position, value, kind)
+        elif kind != first[2]:
+            raise ValueError(
+                f"column {col!r} mixes numbers and strings: {_described(first[1])} at "
+                f"{where(first[0])}, {_described(value)} at {where(position)}: {_ID_RULE}"
+            )
+
+
 def validate_interactions(
-    frame: pd.DataFrame, user_col: str, item_col: str, time_col: str | None
+    frame: pd.DataFrame,
+    user_col: str,
+    item_col: str,
+    time_col: str | None,
+    where: Callable[[int], str] | None = None,
 ) -> None:
     """Raise ``ValueError`` naming the column, row and value of the first problem found.
 
-    Checks that the table is not empty, that the named columns exist, that ids are not missing
-    and that timestamps are present and sortable.
+    Checks that the table is not empty, that the named columns exist, that ids are not
+    missing and are strings or finite numbers, not both in one column (what a vocabulary can
+    sort and an export can write: bool, bytes, list or infinite ids fail here, before
+    training), and that timestamps are present and sortable.
+
+    Args:
+        frame: Interactions.
+        user_col: Column of raw user ids.
+        item_col: Column of raw item ids.
+        time_col: Column of timestamps, or ``None``.
+        where: Names the row at a position of ``frame`` in messages (e.g. the line of the
+            file it was read from); default ``"row <index label>"``.
+
+    Example:
+        >>> log = pd.DataFrame({"user_id": [1, 2], "item_id": ["a", b"b"]})
+        >>> validate_interactions(log, "user_id", "item_id", None)
+        Traceback (most recent call last):
+        ...
+        ValueError: column 'item_id' holds bytes id b'b' at row 1: ids must be strings or ...
     """
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(f"interactions must be a pandas DataFrame, got {type(frame).__name__}")
+
+    def by_label(position: int) -> str:
+        return f"row {frame.index[position]!r}"
+
+    locate = where or by_label
     needed = [user_col, item_col] + ([time_col] if time_col is not None else [])
     missing = [col for col in needed if col not in frame.columns]
     if missing:
@@ -87,26 +177,34 @@ def validate_interactions(
     for col in (user_col, item_col):
         null = frame[col].isna().to_numpy()
         if null.any():
-            row = frame.index[int(np.argmax(null))]
             raise ValueError(
                 f"column {col!r} has {int(null.sum())} missing id(s) (NaN/None), "
-                f"first at row {row!r}"
+                f"first at {locate(int(np.argmax(null)))}"
             )
+        _first_bad_id(frame[col], col, locate)
     if time_col is not None:
         times = frame[time_col]
         if not (
             pd.api.types.is_numeric_dtype(times) or pd.api.types.is_datetime64_any_dtype(times)
         ):
+            try:
+                bad = (pd.to_numeric(times, errors="coerce").isna() & times.notna()).to_numpy()
+            except (TypeError, ValueError):  # e.g. lists: name no row rather than fail here
+                bad = np.zeros(len(times), dtype=bool)
+            example = (
+                f" ({times.iloc[int(np.argmax(bad))]!r} at {locate(int(np.argmax(bad)))})"
+                if bad.any()
+                else ""
+            )
             raise ValueError(
                 f"column {time_col!r} must hold numbers or datetimes to order interactions, "
-                f"got dtype {times.dtype}"
+                f"got dtype {times.dtype}{example}"
             )
         null = times.isna().to_numpy()
         if null.any():
-            row = frame.index[int(np.argmax(null))]
             raise ValueError(
                 f"column {time_col!r} has {int(null.sum())} missing timestamp(s), "
-                f"first at row {row!r}"
+                f"first at {locate(int(np.argmax(null)))}"
             )
 
 

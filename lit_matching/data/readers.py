@@ -37,6 +37,8 @@ __all__ = [
     "read_recbole",
     "read_split_files",
     "read_user_lines",
+    "split_file_paths",
+    "table_line",
 ]
 
 #: Values of ``format`` accepted by :func:`read_interactions`.
@@ -114,6 +116,26 @@ class _Source:
 
     def error(self, row: int, message: str) -> ValueError:
         return ValueError(f"{self.name} line {self.line_of(row)}: {message}")
+
+
+def _not_utf8(name: str, data: bytes, sep: str | None) -> ValueError:
+    """Name the line (and, with a one-character ``sep``, the column) of the first non-UTF-8 byte."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        where = f"{name} line {line}"
+        start = data.rfind(b"\n", 0, err.start) + 1
+        if sep is not None and len(sep) == 1 and line > 1:
+            header = data.split(b"\n", 1)[0].decode(errors="replace").rstrip("\r").split(sep)
+            field = data[start : err.start].count(sep.encode())
+            if field < len(header):
+                where += f", column {header[field]!r}"
+        return ValueError(
+            f"{where}: not UTF-8 text (byte 0x{data[err.start]:02x}, {err.reason}); "
+            "convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        )
+    return ValueError(f"{name}: not UTF-8 text")
 
 
 def _empty(columns: Sequence[str]) -> pd.DataFrame:
@@ -207,8 +229,15 @@ def _read_tabular(
     if format == "parquet":
         frame = pd.read_parquet(path)
     else:
+        sep = sep or ("\t" if format == "tsv" else ",")
         try:
-            frame = pd.read_csv(path, sep=sep or ("\t" if format == "tsv" else ","))
+            frame = pd.read_csv(path, sep=sep)
+        except pd.errors.EmptyDataError:
+            raise ValueError(
+                f"{path} line 1: the file is empty (no header line naming the columns)"
+            ) from None
+        except UnicodeDecodeError:
+            raise _not_utf8(str(path), _read_bytes(path), sep) from None
         except pd.errors.ParserError as err:
             raise ValueError(f"{path}: {err}") from None
     mapping = {src: dst for dst, src in renames.items() if src is not None and src != dst}
@@ -256,7 +285,10 @@ def read_recbole(
     """
     path = _existing(path)
     data = _read_bytes(path)
-    raw_fields = data.split(b"\n", 1)[0].decode().rstrip("\r").split("\t")
+    try:
+        raw_fields = data.split(b"\n", 1)[0].decode().rstrip("\r").split("\t")
+    except UnicodeDecodeError:
+        raise _not_utf8(str(path), data, "\t") from None
     types: dict[str, str] = {}
     for raw in raw_fields:
         name, colon, kind = raw.rpartition(":")
@@ -269,15 +301,18 @@ def read_recbole(
             raise ValueError(f"{path} line 1: field {name!r} appears twice")
         types[name] = kind
     source = _Source(str(path), data, header_lines=1)
-    frame = pd.read_csv(
-        io.BytesIO(data),
-        sep="\t",
-        header=0,
-        quoting=csv.QUOTE_NONE,
-        dtype={raw: str for raw in raw_fields if not raw.endswith(":float")},
-        keep_default_na=False,  # a token such as "NA" is an id, not a missing value
-        na_values=[""],
-    )
+    try:
+        frame = pd.read_csv(
+            io.BytesIO(data),
+            sep="\t",
+            header=0,
+            quoting=csv.QUOTE_NONE,
+            dtype={raw: str for raw in raw_fields if not raw.endswith(":float")},
+            keep_default_na=False,  # a token such as "NA" is an id, not a missing value
+            na_values=[""],
+        )
+    except UnicodeDecodeError:
+        raise _not_utf8(str(path), data, "\t") from None
     frame.columns = pd.Index(list(types))
     missing = [col for col in required if col not in types]
     if missing:
@@ -514,6 +549,66 @@ def read_interactions(
     return readers[format](path)
 
 
+def table_line(path: str | Path, row: int, sep: str = ",") -> int:
+    r"""The 1-based line of data row ``row`` of a csv / tsv file with one header line.
+
+    For error messages: it counts lines as pandas does, skipping blank ones (whitespace
+    without a separator), but not line breaks inside quoted fields.
+
+    Example:
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "log.csv")
+        >>> with open(path, "w") as f:
+        ...     _ = f.write("user_id,item_id\n1,2\n\n3,4\n")
+        >>> table_line(path, 1)
+        4
+    """
+    separator = sep.encode()
+    seen = -1
+    lines = _read_bytes(Path(path)).split(b"\n")
+    for number, line in enumerate(lines[1:], start=2):
+        seen += bool(line.strip()) or separator in line
+        if seen == row:
+            return number
+    return len(lines)
+
+
+def split_file_paths(
+    directory: str | Path,
+    names: Sequence[str | Sequence[str] | None] = ("train.txt", "valid.txt", "test.txt"),
+    format: str = "auto",
+) -> tuple[str, dict[str, list[Path]]]:
+    """The files of each part of a pre-split folder, and the format to read all of them in.
+
+    Arguments and rules as in :func:`read_split_files`, which reads these files.
+
+    Returns:
+        ``(format, {"train": [...], "valid": [...], "test": [...]})``; ``format`` stays
+        ``"auto"`` when the first train file is missing, and ``"valid"`` is absent when its
+        (first) file is.
+    """
+    if len(names) != 3:
+        raise ValueError(f"names must be (train, valid, test) file names, got {names!r}")
+    directory = Path(directory)
+    files = [[name] if isinstance(name, str) else name for name in names]
+    for part, given in zip(("train", "valid", "test"), files, strict=True):
+        if given is None and part != "valid":
+            raise ValueError(f"the {part} file name cannot be None")
+        if given is not None and (not given or not all(isinstance(n, str) for n in given)):
+            raise ValueError(f"the {part} part needs file names, got {given!r}")
+    first = directory / files[0][0]  # type: ignore[index]
+    if format == "auto" and first.is_file():
+        # One format for all parts, from the largest file: a short test file whose lines hold
+        # two items each would otherwise sniff as (user, item, rating) triples.
+        format = detect_format(first)
+    paths: dict[str, list[Path]] = {}
+    for part, given in zip(("train", "valid", "test"), files, strict=True):
+        if given is None or (part == "valid" and not (directory / given[0]).is_file()):
+            continue
+        paths[part] = [directory / name for name in given]
+    return format, paths
+
+
 def read_split_files(
     directory: str | Path,
     names: Sequence[str | Sequence[str] | None] = ("train.txt", "valid.txt", "test.txt"),
@@ -551,24 +646,9 @@ def read_split_files(
         ...     "train"].item_id.tolist()
         [1, 2, 4, 3, 5]
     """
-    if len(names) != 3:
-        raise ValueError(f"names must be (train, valid, test) file names, got {names!r}")
-    directory = Path(directory)
-    files = [[name] if isinstance(name, str) else name for name in names]
-    for part, given in zip(("train", "valid", "test"), files, strict=True):
-        if given is None and part != "valid":
-            raise ValueError(f"the {part} file name cannot be None")
-        if given is not None and (not given or not all(isinstance(n, str) for n in given)):
-            raise ValueError(f"the {part} part needs file names, got {given!r}")
-    first = directory / files[0][0]  # type: ignore[index]
-    if format == "auto" and first.is_file():
-        # One format for all parts, from the largest file: a short test file whose lines hold
-        # two items each would otherwise sniff as (user, item, rating) triples.
-        format = detect_format(first)
+    format, paths = split_file_paths(directory, names, format)
     parts: dict[str, pd.DataFrame] = {}
-    for part, given in zip(("train", "valid", "test"), files, strict=True):
-        if given is None or (part == "valid" and not (directory / given[0]).is_file()):
-            continue
-        frames = [read_interactions(directory / name, format=format) for name in given]
+    for part, files in paths.items():
+        frames = [read_interactions(path, format=format) for path in files]
         parts[part] = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
     return parts
