@@ -751,6 +751,15 @@ def _read_ids(file: Path, count: int, count_key: str) -> list[Any]:
         raise ValueError(f"{file} must hold a JSON list of ids, got {type(ids).__name__}")
     if len(ids) != count:
         raise ValueError(f"{file} has {len(ids)} ids, but meta.json says {count_key}={count}")
+    for position, value in enumerate(ids):
+        # What an export writes (see _json_id); anything else (a list, null, NaN) was edited in.
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ValueError(
+                f"{file}: entry {position} is {type(value).__name__} {value!r}, not a string "
+                "or number id"
+            )
+        if isinstance(value, float) and not np.isfinite(value):
+            raise ValueError(f"{file}: entry {position} is {value!r}, not a finite number id")
     return ids
 
 
