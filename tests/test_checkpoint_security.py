@@ -125,7 +125,7 @@ def test_lightning_subcommands_refuse_a_checkpoint_with_code(subcommand, poisone
 def test_load_from_checkpoint_refuses_a_checkpoint_with_code(module, poisoned):
     planted, marker = poisoned
     towers = {"user_tower": IDEmbeddingTower(40, 64), "item_tower": IDEmbeddingTower(30, 64)}
-    with pytest.raises(pickle.UnpicklingError, match="posix.system"):
+    with pytest.raises(pickle.UnpicklingError, match=r"posix\.system"):
         module.load_from_checkpoint(planted, map_location="cpu", **towers)
     assert not marker.exists()
 

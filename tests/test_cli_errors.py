@@ -1,6 +1,7 @@
 """The command line on user mistakes and unusual data (issue 13, points 6, 8, 11, 12, 13)."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -89,6 +90,7 @@ def test_float_ids_are_served_from_the_command_line(tmp_path, capsys, monkeypatc
     exported = tmp_path / "lit_matching_runs" / "listwise" / "version_0" / "retriever"
     monkeypatch.setattr(sys, "argv", ["lit-matching", "recommend", str(exported)])
     sys.argv += ["--user", "1.5", "--user", "3.5", "--item", "10", "--k", "2"]
+    capsys.readouterr()
     main()
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[:2] for line in lines[1:5]] == [
@@ -130,9 +132,9 @@ def test_user_errors_print_one_message_and_exit_non_zero(run, tmp_path):
     assert "lit-matching: error:" in bad_file.stderr and "missing.csv" in bad_file.stderr
     assert "Traceback" not in bad_file.stderr
 
-    shown = lit_matching("recommend", str(tmp_path / "nowhere"), "--user", "1", **{
-        "LIT_MATCHING_TRACEBACK": "1"
-    })
+    shown = lit_matching(
+        "recommend", str(tmp_path / "nowhere"), "--user", "1", **{"LIT_MATCHING_TRACEBACK": "1"}
+    )
     assert shown.returncode != 0
     assert "Traceback" in shown.stderr and "FileNotFoundError" in shown.stderr
 
@@ -155,8 +157,14 @@ def test_export_refuses_an_existing_output_unless_overwrite(run, tmp_path, capsy
     existing = tmp_path / "existing"
     shutil.copytree(run_dir / "retriever", existing)
     (existing / "keep").write_text("the earlier export")
-    args = ["--data.interactions=log.csv", "--ckpt_path", str(checkpoint), "--output", str(existing)]
-    with pytest.raises(FileExistsError, match=f"{existing}.*--overwrite"):
+    args = [
+        "--data.interactions=log.csv",
+        "--ckpt_path",
+        str(checkpoint),
+        "--output",
+        str(existing),
+    ]
+    with pytest.raises(FileExistsError, match=f"{re.escape(str(existing))}.*--overwrite"):
         export_command(args)
     assert (existing / "keep").read_text() == "the earlier export"
     export_command([*args, "--overwrite"])
