@@ -11,15 +11,26 @@ Besides LightningCLI's ``fit``, ``validate``, ``test`` and ``predict``:
 
 * ``lit-matching configs`` lists the packaged configs, one line each; ``lit-matching configs
   NAME`` prints one (a starting point for your own YAML file);
-* ``lit-matching export --config CFG --ckpt_path CKPT --output DIR`` exports a checkpoint;
+* ``lit-matching export --config CFG --ckpt_path CKPT --output DIR [--overwrite]`` exports a
+  checkpoint (``CFG`` may be the ``config.yaml`` a run saved; the checkpoint is read with
+  ``weights_only=True``: nothing in it is unpickled but tensors and plain values);
 * ``lit-matching recommend DIR --user ID [--user ID ...] [--k 10] [--include-seen]`` prints
-  recommendations from an exported directory (``--item ID`` prints similar items).
+  recommendations from an exported directory (``--item ID`` prints similar items); ids are
+  read as the type of the exported ids (``--user 1.0`` for float ids).
+
+A fit with a ``RetrievalEvaluator`` whose data holds no validation or test interaction stops
+before training. A user error (a bad file, value or id, an unsafe checkpoint) prints
+``lit-matching: error: MESSAGE`` to stderr and exits with status 1; set the environment
+variable ``LIT_MATCHING_TRACEBACK=1`` for the full traceback. Unexpected exceptions (bugs) keep
+their traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
+import pickle
 import sys
 import time
 import warnings
@@ -34,7 +45,8 @@ import pytorch_lightning as pl
 import torch
 import yaml
 from jsonargparse import ArgumentParser, Namespace
-from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
+from lightning_fabric.utilities.exceptions import MisconfigurationException
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
 from lit_matching.data.datamodule import MatchingDataModule
@@ -211,6 +223,39 @@ def _keeping_none() -> Iterator[None]:
         yield
 
 
+def _unsafe_checkpoint(path: str | os.PathLike[str], error: Exception) -> ValueError:
+    """The error for a checkpoint that ``torch.load(weights_only=True)`` refused."""
+    # torch's message is advice around one line saying what the file would have run.
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    what = next((line for line in lines if "global" in line.lower()), lines[-1] if lines else "")
+    return ValueError(
+        f"{path}: refusing to load this checkpoint: it holds Python objects other than tensors "
+        f"and plain values, and loading them could run code ({what}). Checkpoints written by "
+        "lit_matching never do; this one was altered or written by other code"
+    )
+
+
+def _load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a checkpoint on the CPU without unpickling anything but tensors and plain values.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: The file holds other objects (naming the file and what torch refused), or
+            is no checkpoint.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise _unsafe_checkpoint(path, error) from error
+    except Exception as error:  # torch raises KeyError, RuntimeError... for other files
+        raise ValueError(f"{path} is not a readable checkpoint ({error!r})") from error
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(f"{path} is not a Lightning checkpoint (no state_dict)")
+    return checkpoint
+
+
 class RunConfigSaver(SaveConfigCallback):
     """Saves ``config.yaml`` in :func:`run_dir` and logs the config to every ``WandbLogger``.
 
@@ -252,6 +297,20 @@ class RunConfigSaver(SaveConfigCallback):
                 logger.experiment.config.update(config, allow_val_change=True)
 
 
+def _check_evaluable(datamodule: MatchingDataModule) -> None:
+    """Raise, naming the cause, when neither validation nor test has a user to evaluate."""
+    if len(datamodule.eval_set("val").users) or len(datamodule.eval_set("test").users):
+        return
+    raise ValueError(
+        "nothing to evaluate: the data has 0 validation and 0 test interactions after "
+        f"splitting ({datamodule.num_users} users, {len(datamodule.splits.train)} training "
+        f"interactions, split={datamodule.split!r}; leave_last_out holds out interactions only "
+        "of users with at least 3). Hold some out (users with more interactions, another split, "
+        "given test files), or train without evaluation: remove RetrievalEvaluator (and a "
+        "ModelCheckpoint monitoring its metrics) from trainer.callbacks"
+    )
+
+
 class MatchingCLI(LightningCLI):
     """LightningCLI that fills the towers' vocabulary sizes from the data and reports metrics."""
 
@@ -289,8 +348,21 @@ class MatchingCLI(LightningCLI):
         # The filled-in sizes came from this instance; use it rather than preparing twice.
         self.datamodule = datamodule
 
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI's reading of ``--ckpt_path`` (``weights_only``), its refusal named."""
+        try:
+            super()._parse_ckpt_path()
+        except pickle.UnpicklingError as error:
+            path = self.config[self.config.subcommand].get("ckpt_path")
+            raise _unsafe_checkpoint(path, error) from error
+
     def before_fit(self) -> None:
-        """Start the wall clock of the run."""
+        """Refuse to train what could not be evaluated; start the wall clock of the run."""
+        datamodule = self.datamodule
+        callbacks = self.trainer.callbacks  # type: ignore[attr-defined]
+        evaluated = any(isinstance(c, RetrievalEvaluator) for c in callbacks)
+        if evaluated and isinstance(datamodule, MatchingDataModule):
+            _check_evaluable(datamodule)
         self._started = time.perf_counter()
 
     def after_fit(self) -> None:
@@ -360,13 +432,31 @@ def run_cli(args: Sequence[str] | None = None) -> MatchingCLI:
 
 
 def _raw_ids(values: Sequence[str], known: Sequence[Any]) -> list[Any]:
-    """Command-line strings as ids of the type the retriever holds (ints stay ints)."""
-    if known and all(isinstance(v, int) for v in known[:1000]):
-        try:
-            return [int(v) for v in values]
-        except ValueError:
-            pass  # not an integer: let the lookup name the unknown id
-    return list(values)
+    """Command-line strings as ids of the types the retriever holds.
+
+    Each string becomes the first of its conversions to the types of the known ids (``int``,
+    ``float``, ``str``, numpy scalars...) that is a known id; a string that is none is kept as
+    given, for the lookup to name as unknown.
+
+    Example:
+        >>> _raw_ids(["1", "2.5", "x"], [1.0, 2.5])
+        [1.0, 2.5, 'x']
+    """
+    kinds = [kind for kind in dict.fromkeys(map(type, known)) if kind is not bool]
+    known_ids = set(known)
+    raw: list[Any] = []
+    for value in values:
+        for kind in kinds:
+            try:
+                candidate = kind(value)
+            except (TypeError, ValueError, OverflowError):
+                continue
+            if candidate in known_ids:
+                raw.append(candidate)
+                break
+        else:
+            raw.append(value)
+    return raw
 
 
 def recommend_command(args: Sequence[str]) -> None:
@@ -397,18 +487,47 @@ def recommend_command(args: Sequence[str]) -> None:
             print(retriever.similar_items(items, options.k).to_string(index=False))
 
 
+class _ExportCLI(MatchingCLI):
+    """The parser of a fit, which also accepts (and ignores) the subcommands' own arguments.
+
+    A run's saved ``config.yaml`` holds them (``ckpt_path``, ``weights_only``...); export
+    reads the checkpoint given on its command line.
+    """
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Add the arguments of the ``Trainer`` methods behind the subcommands."""
+        super().add_arguments_to_parser(parser)
+        for name in _subcommand_arguments():
+            parser.add_argument(f"--{name}", type=Any, default=None, help="ignored by export")
+
+
+def _subcommand_arguments() -> list[str]:
+    """Arguments LightningCLI's subcommands take from their ``Trainer`` method (not the model)."""
+    names: dict[str, None] = {}
+    for subcommand, skipped in LightningCLI.subcommands().items():
+        parameters = inspect.signature(getattr(pl.Trainer, subcommand)).parameters
+        names |= dict.fromkeys(name for name in parameters if name not in {"self", *skipped})
+    return list(names)
+
+
 def export_command(args: Sequence[str]) -> None:
     """``lit-matching export --config CFG --ckpt_path CKPT --output DIR [overrides]``."""
     parser = argparse.ArgumentParser(
         prog="lit-matching export",
         description="Export a checkpoint as a retriever directory (embeddings, ids, FAISS "
-        "index, meta.json). Other arguments are LightningCLI overrides of the config.",
+        "index, meta.json). Other arguments are LightningCLI overrides of the config (the "
+        "config.yaml a fit saved works; its ckpt_path is ignored).",
     )
     parser.add_argument("--ckpt_path", required=True)
     parser.add_argument("--output", required=True)
     parser.add_argument("--index", default="Flat", help="FAISS index-factory string")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     options, rest = parser.parse_known_args(args)
-    cli = MatchingCLI(
+    # Before preparing the data: an existing output or a bad checkpoint need not wait for it.
+    if Path(options.output).exists() and not options.overwrite:
+        raise FileExistsError(f"{options.output} exists; pass --overwrite to replace it")
+    checkpoint = _load_checkpoint(options.ckpt_path)
+    cli = _ExportCLI(
         MatchingModule,
         MatchingDataModule,
         subclass_mode_model=True,
@@ -416,11 +535,10 @@ def export_command(args: Sequence[str]) -> None:
         run=False,
         auto_configure_optimizers=False,
     )
-    checkpoint = torch.load(options.ckpt_path, map_location="cpu", weights_only=False)
     cli.datamodule.load_state_dict(checkpoint.get("MatchingDataModule", {}))
     cli.model.load_state_dict(checkpoint["state_dict"])
     path = export_retriever(
-        cli.model, cli.datamodule, options.output, index=options.index, overwrite=True
+        cli.model, cli.datamodule, options.output, index=options.index, overwrite=options.overwrite
     )
     print(f"Retriever exported to {path}")
 
@@ -456,15 +574,58 @@ _EXTRA_COMMANDS = {
 }
 
 
-def main() -> None:
-    """Entry point of the ``lit-matching`` console script."""
-    if len(sys.argv) > 1 and sys.argv[1] in _EXTRA_COMMANDS:
-        _EXTRA_COMMANDS[sys.argv[1]](sys.argv[2:])
+#: Errors in what the user gave (files, values, ids, checkpoints): a message, no traceback.
+#: ``FloatingPointError`` is the non-finite loss guard; anything else is a bug and keeps its
+#: traceback.
+_USER_ERRORS = (
+    ValueError,
+    KeyError,
+    OSError,
+    FloatingPointError,
+    pickle.UnpicklingError,
+    MisconfigurationException,
+)
+_TRACEBACK_VARIABLE = "LIT_MATCHING_TRACEBACK"
+
+
+def _message(error: BaseException) -> str:
+    """An exception's message (``KeyError`` quotes its argument: not here)."""
+    if isinstance(error, KeyError) and len(error.args) == 1:
+        return str(error.args[0])
+    return str(error) or type(error).__name__
+
+
+def _run_command(argv: Sequence[str]) -> None:
+    if argv and argv[0] in _EXTRA_COMMANDS:
+        _EXTRA_COMMANDS[argv[0]](argv[1:])
         return
     # Deprecations inside Lightning's own calls (jsonargparse, torch pytree) are not the user's.
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     run_cli()
+
+
+def main() -> None:
+    """Entry point of the ``lit-matching`` console script.
+
+    A user error (a bad file, value or id, an unsafe checkpoint; see ``_USER_ERRORS``) prints
+    ``lit-matching: error: MESSAGE`` and exits with status 1; ``LIT_MATCHING_TRACEBACK=1``
+    shows the full traceback instead. Other exceptions (bugs) keep their traceback. DDP
+    worker processes run this same function, so each reports its own error the same way.
+    """
+    try:
+        _run_command(sys.argv[1:])
+    except _USER_ERRORS as error:
+        if os.environ.get(_TRACEBACK_VARIABLE, "") not in ("", "0"):
+            raise
+        rank = os.environ.get("LOCAL_RANK", "0")
+        where = f" (rank {rank})" if rank != "0" else ""
+        print(
+            f"lit-matching: error{where}: {_message(error)}\n"
+            f"({_TRACEBACK_VARIABLE}=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover
