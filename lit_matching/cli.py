@@ -366,7 +366,11 @@ class MatchingCLI(LightningCLI):
         self._started = time.perf_counter()
 
     def after_fit(self) -> None:
-        """Evaluate the best checkpoint on validation (if any) and test, print, export it."""
+        """Evaluate the best checkpoint on validation and test (those that hold any), print, export.
+
+        A part without interactions (e.g. trained on train + valid, or a time cut after the
+        last interaction) is not evaluated, and the baseline is that of the last part that is.
+        """
         trainer, model, datamodule = self.trainer, self.model, self.datamodule
         if trainer.interrupted:
             return
@@ -378,26 +382,27 @@ class MatchingCLI(LightningCLI):
         has_best = checkpoint is not None and bool(getattr(checkpoint, "best_model_path", None))
         ckpt_path = "best" if has_best else None
         assert isinstance(datamodule, MatchingDataModule)
-        # Trained on every part but test (e.g. train + valid): nothing to validate on.
-        stages = ["val"] if len(datamodule.eval_set("val").users) else []
-        if stages:
-            trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+        stages = [s for s in ("val", "test") if len(datamodule.eval_set(s).users)]
+        run = {"val": trainer.validate, "test": trainer.test}
+        for stage in stages:  # before_fit made sure there is at least one
+            run[stage](model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
         log_dir = run_dir(trainer)  # a collective under DDP: every rank must ask
         if not trainer.is_global_zero:
             return
+        baseline_stage = stages[-1]
         baseline = most_popular_metrics(
-            datamodule.item_counts, datamodule.eval_set("test"), evaluator.ks
+            datamodule.item_counts, datamodule.eval_set(baseline_stage), evaluator.ks
         )
         table = format_metrics_table(
             {
                 name: {key: value for key, value in metrics.items() if "@" in key}
                 for name, metrics in (
-                    *[(stage, evaluator.results[stage]) for stage in [*stages, "test"]],
-                    ("test:popular", baseline),
+                    *[(stage, evaluator.results[stage]) for stage in stages],
+                    (f"{baseline_stage}:popular", baseline),
                 )
             }
         )
+        missing = "" if "test" in stages else " (no test interactions: test not evaluated)"
         exported = export_retriever(model, datamodule, Path(log_dir) / "retriever", overwrite=True)
         elapsed = time.perf_counter() - getattr(self, "_started", time.perf_counter())
         print(
@@ -405,7 +410,7 @@ class MatchingCLI(LightningCLI):
             f"{datamodule.num_items} items; full-catalogue ranking, seen items excluded; "
             f"checkpoint: {ckpt_path or 'last epoch'}\n"
             f"{table}\n"
-            f"test:popular = most-popular unseen items for everyone. "
+            f"{baseline_stage}:popular = most-popular unseen items for everyone{missing}. "
             f"Wall time: {elapsed:.1f} s\n"
             f"Retriever exported to {exported}; try: lit-matching recommend {exported} "
             f"--user {datamodule.user_vocab.to_list()[0]}\n"

@@ -193,3 +193,21 @@ def test_the_config_a_fit_saved_exports_that_run(run, tmp_path, capsys, monkeypa
     assert recommendations(capsys, output, "--user", "u1", "--k", "5") == recommendations(
         capsys, run_dir / "retriever", "--user", "u1", "--k", "5"
     )
+
+
+def test_fit_with_validation_but_no_test_items_still_exports(tmp_path, capsys):
+    # A time cut after the last interaction: validation holds items, test none. The run must
+    # still evaluate what it can, export, and say that test was not evaluated.
+    log = synthetic_log()
+    cli = fit_in(
+        tmp_path,
+        log,
+        "--data.split=time_cut",
+        "--data.split_options={val_start: 6, test_start: 100}",
+    )
+    assert len(cli.datamodule.eval_set("test").users) == 0
+    out = capsys.readouterr().out
+    assert "no test interactions" in out
+    assert re.search(r"^metric\s+val\s+val:popular$", out, re.MULTILINE)
+    exported = tmp_path / "lit_matching_runs" / "listwise" / "version_0" / "retriever"
+    assert (exported / "meta.json").is_file()
