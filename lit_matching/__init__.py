@@ -1,39 +1,33 @@
 """lit_matching: PyTorch Lightning modules for two-tower retrieval recommenders."""
 
+from lit_matching._version import __version__
+from lit_matching.callbacks.recommendation_table import (
+    RecommendationTable,
+    load_item_titles,
+    recommendation_table,
+)
 from lit_matching.data.datamodule import MatchingDataModule
+from lit_matching.data.features import Categorical, FeatureTable, MultiCategorical, Numeric
 from lit_matching.data.movielens import load_movielens_small, load_movielens_small_movies
 from lit_matching.data.readers import read_interactions
-from lit_matching.features import (
-    Categorical,
-    FeatureTable,
-    FeatureTower,
-    MultiCategorical,
-    Numeric,
-)
-from lit_matching.losses import bce_loss, bpr_loss, softmax_loss
-from lit_matching.modules import (
+from lit_matching.losses.objectives import bce_loss, bpr_loss, softmax_loss
+from lit_matching.losses.similarity import Cosine, Dot, Euclidean, Similarity, get_similarity
+from lit_matching.modes import (
     ListwiseMatching,
     MatchingModule,
     PairwiseMatching,
     PointwiseMatching,
-)
-from lit_matching.multi_interest import MultiInterestTower
-from lit_matching.recommendation_table import (
-    RecommendationTable,
-    load_item_titles,
-    recommendation_table,
 )
 from lit_matching.retrieval.evaluation import (
     RetrievalEvaluator,
     evaluate_retrieval,
     most_popular_metrics,
 )
-from lit_matching.retrieval.retriever import Retriever, export_retriever
-from lit_matching.sequence_towers import GRUTower, HistoryPoolingTower, SelfAttentionTower
-from lit_matching.similarity import Cosine, Dot, Euclidean, Similarity, get_similarity
-from lit_matching.towers import IDEmbeddingTower
-
-__version__ = "0.1.0"
+from lit_matching.serving.retriever import Retriever, export_retriever
+from lit_matching.towers.feature import FeatureTower
+from lit_matching.towers.id import IDEmbeddingTower
+from lit_matching.towers.multi_interest import MultiInterestTower
+from lit_matching.towers.sequence import GRUTower, HistoryPoolingTower, SelfAttentionTower
 
 __all__ = [
     "Categorical",

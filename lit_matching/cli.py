@@ -50,9 +50,9 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveCon
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
 from lit_matching.data.datamodule import MatchingDataModule
-from lit_matching.modules import MatchingModule
+from lit_matching.modes.base import MatchingModule
 from lit_matching.retrieval.evaluation import RetrievalEvaluator, most_popular_metrics
-from lit_matching.retrieval.retriever import Retriever, export_retriever
+from lit_matching.serving.retriever import Retriever, export_retriever
 
 __all__ = [
     "MatchingCLI",
@@ -318,7 +318,7 @@ class MatchingCLI(LightningCLI):
         """Fill the towers' unset vocabulary sizes from the data, then instantiate.
 
         Any tower argument named ``num_embeddings``, ``num_users``, ``num_items`` or ``table``
-        (a :class:`~lit_matching.features.FeatureTower`'s side features) left unset in the
+        (a :class:`~lit_matching.towers.feature.FeatureTower`'s side features) left unset in the
         config (``None``) gets :meth:`MatchingDataModule.tower_arguments`, for the user and
         item towers and, except ``num_embeddings`` and ``table``, towers nested in them (e.g.
         a history tower), whatever their classes. A static link could only feed one argument

@@ -8,7 +8,7 @@ import pytest
 # takes a few rounds to settle on reusing the freed block, and may still move it now and then).
 PROBE = """
 import resource, sys, torch
-from lit_matching.allocator import reuse_freed_memory
+from lit_matching.utils.allocator import reuse_freed_memory
 applied = reuse_freed_memory() if sys.argv[1] == "reuse" else False
 for _ in range(6):
     torch.empty(16 << 20).fill_(1.0)

@@ -10,8 +10,8 @@ import yaml
 
 from lit_matching import Categorical, FeatureTower, HistoryPoolingTower, MatchingDataModule
 from lit_matching.cli import packaged_config, run_cli
+from lit_matching.data.features import FeatureTable
 from lit_matching.data.interactions import IdVocabulary
-from lit_matching.features import FeatureTable
 
 SMALL = [
     "--trainer.max_epochs=1",

@@ -194,7 +194,7 @@ class ModeRecorder(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        from lit_matching.similarity import get_similarity
+        from lit_matching.losses.similarity import get_similarity
 
         self.similarity = get_similarity("dot")
         self.table = torch.nn.Embedding(5, 3)

@@ -7,17 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lit_matching.data.features import Categorical, FeatureTable, MultiCategorical, Numeric
 from lit_matching.data.interactions import IdVocabulary
-from lit_matching.features import (
-    Categorical,
-    FeatureEncoder,
-    FeatureTable,
-    FeatureTower,
-    MultiCategorical,
-    Numeric,
-)
-from lit_matching.sequence_towers import HistoryPoolingTower
-from lit_matching.towers import IDEmbeddingTower
+from lit_matching.towers.feature import FeatureEncoder, FeatureTower
+from lit_matching.towers.id import IDEmbeddingTower
+from lit_matching.towers.sequence import HistoryPoolingTower
 
 SPECS = [Categorical("gender"), Numeric("age"), MultiCategorical("genres", sep=" ")]
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from lit_matching import IDEmbeddingTower, ListwiseMatching, MatchingDataModule
-from lit_matching.logq import StreamingFrequency, log_expected_count
+from lit_matching.losses.logq import StreamingFrequency, log_expected_count
 
 
 class FixedTower(nn.Module):

@@ -9,9 +9,9 @@ from conftest import quiet_trainer
 
 from lit_matching import IDEmbeddingTower, ListwiseMatching, MatchingDataModule, RetrievalEvaluator
 from lit_matching.data.item_sets import ItemSets
-from lit_matching.progress import ProgressBars, progress_enabled
 from lit_matching.retrieval.encoding import encode_in_batches
 from lit_matching.retrieval.search import build_index, search_top_k
+from lit_matching.utils.progress import ProgressBars, progress_enabled
 
 
 class _Terminal(io.StringIO):

@@ -16,8 +16,8 @@ from conftest import quiet_trainer, synthetic_log
 
 from lit_matching import IDEmbeddingTower, ListwiseMatching, MatchingDataModule, __version__
 from lit_matching.data.item_sets import ItemSets
-from lit_matching.retrieval.retriever import Retriever, export_retriever
-from lit_matching.similarity import get_similarity
+from lit_matching.losses.similarity import get_similarity
+from lit_matching.serving.retriever import Retriever, export_retriever
 
 SIMILARITIES = ["cosine", "dot", "euclidean"]
 

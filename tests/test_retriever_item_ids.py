@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from lit_matching.retrieval.retriever import Retriever
+from lit_matching.serving.retriever import Retriever
 
 
 def test_nested_list_in_item_ids_json_names_file_and_entry(tmp_path):

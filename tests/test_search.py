@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from lit_matching.data.item_sets import EvalSet, ItemSets
+from lit_matching.losses.similarity import get_similarity
 from lit_matching.retrieval.evaluation import evaluate_retrieval, most_popular_metrics
 from lit_matching.retrieval.search import build_index, search_top_k
-from lit_matching.similarity import get_similarity
 
 
 def brute_force_top_k(scores: np.ndarray, exclude: list[set[int]], k: int) -> np.ndarray:

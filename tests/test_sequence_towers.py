@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from lit_matching.sequence_towers import (
+from lit_matching.towers.sequence import (
     GRUTower,
     HistoryPoolingTower,
     SelfAttentionTower,

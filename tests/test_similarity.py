@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lit_matching.similarity import Cosine, Dot, Euclidean, get_similarity
+from lit_matching.losses.similarity import Cosine, Dot, Euclidean, get_similarity
 
 torch.manual_seed(0)
 

@@ -18,6 +18,13 @@ from torch import Tensor
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
 from lit_matching.data.cleaning import drop_duplicates, k_core, keep_min_rating
+from lit_matching.data.features import (
+    Categorical,
+    FeatureSpec,
+    FeatureTable,
+    MultiCategorical,
+    Numeric,
+)
 from lit_matching.data.interactions import (
     IdVocabulary,
     IndexedInteractions,
@@ -49,8 +56,7 @@ from lit_matching.data.tuples import (
     UserBatches,
     keep_batch,
 )
-from lit_matching.features import Categorical, FeatureSpec, FeatureTable, MultiCategorical, Numeric
-from lit_matching.progress import progress_enabled, progress_steps
+from lit_matching.utils.progress import progress_enabled, progress_steps
 
 __all__ = ["MatchingDataModule"]
 
@@ -142,7 +148,7 @@ class MatchingDataModule(LightningDataModule):
       into a batch (its share of the training interactions), which is the sampling probability
       of in-batch negatives. For the mixture of both sources, ``neg_batch_log_q`` gives the
       negatives' in-batch log-probabilities and ``pos_sampler_log_q`` the positives' under the
-      sampler. All serve :class:`~lit_matching.modules.ListwiseMatching`'s log-Q correction.
+      sampler. All serve :class:`~lit_matching.modes.listwise.ListwiseMatching`'s log-Q correction.
 
     Negatives (``"uniform"``, or ``"popularity"`` proportional to ``count ** alpha``) are
     never one of the user's training positives and are drawn afresh for every training batch
@@ -196,7 +202,7 @@ class MatchingDataModule(LightningDataModule):
         user_side_features: A table of user side features (DataFrame or file: csv, tsv,
             parquet, RecBole ``.user``), one row per raw user id in column ``user_col``.
         user_feature_specs: Which of its columns to encode and how
-            (:class:`~lit_matching.features.Categorical`, ``Numeric``, ``MultiCategorical``);
+            (:class:`~lit_matching.data.features.Categorical`, ``Numeric``, ``MultiCategorical``);
             the encoded table is :attr:`user_feature_table`, given to towers as ``table``.
             In a config each entry is ``{class_path: lit_matching.Numeric, init_args:
             {name: age}}`` (see the packaged ``ml100k-features`` config).
@@ -211,7 +217,7 @@ class MatchingDataModule(LightningDataModule):
         progress: A progress bar (stderr, rank 0) over the preparation steps: reading,
             cleaning, indexing, splitting, item sets, feature tables. ``None`` (default): when
             stderr is a terminal (the ``lit-matching`` CLI turns it off with the trainer's
-            ``enable_progress_bar=false``); see :mod:`lit_matching.progress`.
+            ``enable_progress_bar=false``); see :mod:`lit_matching.utils.progress`.
 
     Example:
         >>> dm = MatchingDataModule(mode="listwise", batch_size=2, num_negatives=3)
@@ -547,7 +553,7 @@ class MatchingDataModule(LightningDataModule):
 
         ``num_embeddings`` is the size of that side's id vocabulary; ``num_users`` and
         ``num_items`` are what they say; ``table`` is that side's encoded
-        :class:`~lit_matching.features.FeatureTable`, when side features were given. The
+        :class:`~lit_matching.data.features.FeatureTable`, when side features were given. The
         ``lit-matching`` CLI fills unset tower arguments of these names from here.
 
         Example:

@@ -26,7 +26,7 @@ def encode_in_batches(
         device: Where ``encode`` runs; each batch is moved there.
         batch_size: Rows per call.
         progress: Called with the number of rows of each batch once it is encoded (e.g. a
-            progress bar's ``update``; see :mod:`lit_matching.progress`).
+            progress bar's ``update``; see :mod:`lit_matching.utils.progress`).
 
     Example:
         >>> table = torch.nn.Embedding(5, 2)

@@ -12,7 +12,7 @@ from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
 from lit_matching.data.item_sets import EvalSet
-from lit_matching.progress import ProgressBars, progress_bar, progress_bars
+from lit_matching.losses.similarity import FaissMetric
 from lit_matching.retrieval.encoding import encode_in_batches
 from lit_matching.retrieval.metrics import hit_matrix, retrieval_metrics
 from lit_matching.retrieval.search import (
@@ -22,7 +22,7 @@ from lit_matching.retrieval.search import (
     overlap_at_k,
     search_top_k,
 )
-from lit_matching.similarity import FaissMetric
+from lit_matching.utils.progress import ProgressBars, progress_bar, progress_bars
 
 __all__ = ["RetrievalEvaluator", "evaluate_retrieval", "most_popular_metrics"]
 
@@ -58,7 +58,7 @@ def evaluate_retrieval(
         item_counts: Training count of each item, for ``popularity@K``.
         batch_size: Queries per FAISS call (the result does not depend on it).
         progress: Show a progress bar of the search: ``True`` for a tqdm bar on stderr, or
-            the :class:`~lit_matching.progress.ProgressBars` to make it with.
+            the :class:`~lit_matching.utils.progress.ProgressBars` to make it with.
         progress_label: What the bar is labelled with, e.g. ``"val"``.
 
     Returns:
@@ -156,7 +156,7 @@ class RetrievalEvaluator(Callback):
         batch_size: Users / items encoded per forward pass, and queries per FAISS call.
         progress: Progress bars (on stderr, rank 0) for encoding users and items and for the
             search. ``None`` (default): when the trainer shows its progress bar and stderr is
-            a terminal; see :mod:`lit_matching.progress`.
+            a terminal; see :mod:`lit_matching.utils.progress`.
         test_every_n_epochs: Also evaluate the test split at the end of every ``n``-th
             training epoch (0: never), logging ``test/...``: a learning curve for a fit with
             no validation part (e.g. the final fit on train + valid of a protocol whose epochs
@@ -209,7 +209,7 @@ class RetrievalEvaluator(Callback):
 
         ``user_features`` (one row per ``eval_set.users``, e.g. with their history) default
         to the user ids alone. With ``progress`` (``True``, or the
-        :class:`~lit_matching.progress.ProgressBars` to use), bars labelled ``progress_label``
+        :class:`~lit_matching.utils.progress.ProgressBars` to use), bars labelled ``progress_label``
         show the encoding and the search. The module encodes in eval mode (no dropout) and
         is left in the mode it was in, each submodule's included.
         """

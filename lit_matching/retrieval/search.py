@@ -9,7 +9,7 @@ import numpy as np
 from pytorch_lightning.utilities import rank_zero_info
 
 from lit_matching.data.item_sets import ItemSets
-from lit_matching.similarity import FaissMetric
+from lit_matching.losses.similarity import FaissMetric
 
 __all__ = [
     "EXACT",

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_matching.towers import mlp
+from lit_matching.towers.id import mlp
 
 __all__ = ["GRUTower", "HistoryPoolingTower", "SelfAttentionTower"]
 

@@ -28,8 +28,8 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from lit_matching.data.movielens import load_movielens_small_movies
 from lit_matching.retrieval.encoding import encode_in_batches
-from lit_matching.retrieval.retriever import export_retriever
 from lit_matching.retrieval.search import build_index, search_top_k
+from lit_matching.serving.retriever import export_retriever
 
 __all__ = ["MOVIELENS_TITLES", "RecommendationTable", "load_item_titles", "recommendation_table"]
 

@@ -53,7 +53,9 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from lit_matching._version import __version__
 from lit_matching.data.item_sets import ItemSets
+from lit_matching.losses.similarity import FaissMetric, Similarity, get_similarity
 from lit_matching.retrieval.encoding import encode_in_batches
 from lit_matching.retrieval.search import (
     EXACT,
@@ -62,7 +64,6 @@ from lit_matching.retrieval.search import (
     set_search_params,
     to_gpu,
 )
-from lit_matching.similarity import FaissMetric, Similarity, get_similarity
 
 __all__ = ["FORMAT_VERSION", "Retriever", "export_retriever"]
 
@@ -288,7 +289,7 @@ class Retriever:
         """Encode every user and item of ``datamodule`` with a trained ``module``.
 
         Args:
-            module: A trained :class:`~lit_matching.modules.MatchingModule` (anything with
+            module: A trained :class:`~lit_matching.modes.base.MatchingModule` (anything with
                 ``encode_users``, ``encode_items`` and ``similarity``).
             datamodule: The :class:`~lit_matching.data.datamodule.MatchingDataModule` it was
                 trained on: its vocabularies map raw ids, and its train, validation and test
@@ -507,7 +508,7 @@ class Retriever:
         """What ``meta.json`` of an export holds (:meth:`export` adds ``sha256``)."""
         return {
             "format_version": FORMAT_VERSION,
-            "lit_matching_version": _version(),
+            "lit_matching_version": __version__,
             "similarity": self.similarity,
             "metric": self.metric,
             "index": self._spec,
@@ -654,12 +655,6 @@ class Retriever:
             raise ValueError(f"retriever export {path}: {err}") from None
 
 
-def _version() -> str:
-    from lit_matching import __version__  # here: lit_matching/__init__ may import this module
-
-    return __version__
-
-
 def _read_meta(path: Path) -> dict[str, Any]:
     file = path / _META
     if not file.is_file():
@@ -676,7 +671,7 @@ def _read_meta(path: Path) -> dict[str, Any]:
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
         raise ValueError(
-            f"{file} has format_version {version!r}; this lit_matching ({_version()}) reads "
+            f"{file} has format_version {version!r}; this lit_matching ({__version__}) reads "
             f"format_version {FORMAT_VERSION} only"
         )
     expected: dict[str, type | tuple[type, ...]] = {

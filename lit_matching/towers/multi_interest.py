@@ -1,12 +1,12 @@
 """Multi-interest user towers: several vectors per user, one per interest (MIND, ComiRec).
 
 A multi-interest tower follows the sequence-tower contract (``features`` with a LEFT-padded
-``"history"`` and ``"history_length"``, see :mod:`lit_matching.sequence_towers`) but returns
+``"history"`` and ``"history_length"``, see :mod:`lit_matching.towers.sequence`) but returns
 ``(B, K, d)``: ``K`` interest vectors per user. The rest of the library handles the extra axis:
 
 * training (every mode) scores each row with the interest closest to the row's target item,
   as MIND and ComiRec do (see :meth:`MatchingModule.select_interest
-  <lit_matching.modules.MatchingModule.select_interest>`);
+  <lit_matching.modes.base.MatchingModule.select_interest>`);
 * retrieval searches the top K of every interest and merges them per user, keeping each item
   once with its best score (:func:`~lit_matching.retrieval.search.merge_interests`); that is
   the exact top K under "score = the best interest's score".
@@ -38,7 +38,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from lit_matching.sequence_towers import (
+from lit_matching.towers.sequence import (
     _embed,
     _history,
     _item_embedding,

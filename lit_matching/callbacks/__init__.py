@@ -1,0 +1,1 @@
+"""Reporting callbacks (e.g. the recommendation table of a test run)."""

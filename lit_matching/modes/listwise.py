@@ -1,0 +1,240 @@
+"""List-wise training: softmax cross-entropy over a positive and negatives, with a temperature."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from typing_extensions import override
+
+from lit_matching.losses.gather import RankGather
+from lit_matching.losses.logq import StreamingFrequency, log_expected_count
+from lit_matching.losses.objectives import softmax_loss
+from lit_matching.losses.similarity import SimilarityName
+from lit_matching.modes.base import MatchingModule
+
+__all__ = ["ListwiseMatching"]
+
+
+class ListwiseMatching(MatchingModule):
+    """List-wise training: softmax cross-entropy over the positive and its negatives.
+
+    Each row contrasts ``s(u, pos)`` (column 0) with negatives. By default these are the row's
+    own ``N`` sampled negatives. With ``in_batch_negatives`` every row instead contrasts with
+    the whole batch's items: all positives and all sampled negatives of the batch, gathered
+    from every DDP rank (gradients flow back to the rank that encoded them; see
+    :mod:`lit_matching.losses.gather`), so the batch is the global one. Any candidate equal to
+    the row's own positive (an accidental hit, the row's own positive column included) is
+    masked out. L2 normalisation (``similarity="cosine"``) with a small temperature is the
+    recommended setting.
+
+    In-batch negatives follow item popularity and a popularity sampler follows
+    ``count^alpha``; without a sampling-bias (log-Q) correction they push popular items down.
+    The correction (:mod:`lit_matching.losses.logq`, applied in training) subtracts ``log E[count]``
+    of each negative among the row's negatives, under the mixture of the batch's sources, from
+    its logit. On the
+    embedded MovieLens data, 8 uniform negatives reach a test HR@50 of about 0.21 and
+    uncorrected in-batch negatives about 0.15 (the most-popular baseline: 0.12).
+
+    Args:
+        user_tower: Maps user indices to vectors.
+        item_tower: Maps item indices to vectors.
+        similarity: ``"cosine"``, ``"dot"`` or ``"euclidean"``.
+        temperature: Divides the logits; ``scale = 1 / temperature``.
+        learn_temperature: Learn the temperature; see :class:`MatchingModule`.
+        temperature_range: Range of the learned temperature.
+        in_batch_negatives: Contrast every row with all items of the (global) batch.
+        log_q_correction: Correct the negatives' logits by their sampling probability.
+            ``None`` (default): whenever the negatives are not uniform, i.e. with in-batch
+            negatives, or when the trainer's datamodule draws them with a sampler other than
+            ``"uniform"`` (its ``negative_sampler``, e.g. ``"popularity"``), whatever the number
+            of negatives. Without such a datamodule (a loader of your own), sampled negatives
+            are corrected when their log-probabilities (``neg_log_q``) differ within a row.
+            Needs the batch's ``neg_log_q`` and, with in-batch negatives, ``pos_log_q``,
+            ``pos_sampler_log_q`` and ``neg_batch_log_q`` (all from
+            :class:`~lit_matching.data.datamodule.MatchingDataModule`).
+        frequency_buckets: Estimate the in-batch probabilities online
+            (:class:`~lit_matching.losses.logq.StreamingFrequency` with this many hash buckets)
+            instead of taking the data's training frequencies (``pos_log_q``).
+        learning_rate: Adam learning rate.
+        weight_decay: Adam L2 penalty.
+
+    Example:
+        >>> from lit_matching.towers.id import IDEmbeddingTower
+        >>> model = ListwiseMatching(IDEmbeddingTower(5, 8), IDEmbeddingTower(7, 8),
+        ...                          in_batch_negatives=True, log_q_correction=False)
+        >>> batch = {"users": torch.tensor([0, 1]), "pos_items": torch.tensor([3, 3]),
+        ...          "neg_items": torch.tensor([[5, 6], [6, 0]])}
+        >>> model.logits(batch).shape  # 1 positive + 2 batch positives + 4 batch negatives
+        torch.Size([2, 7])
+    """
+
+    mode = "listwise"
+    batch_keys = ("users", "pos_items", "neg_items")
+
+    def __init__(
+        self,
+        user_tower: nn.Module,
+        item_tower: nn.Module,
+        similarity: SimilarityName = "cosine",
+        temperature: float = 0.05,
+        learn_temperature: bool = False,
+        temperature_range: tuple[float, float] = (0.01, 1.0),
+        in_batch_negatives: bool = False,
+        log_q_correction: bool | None = None,
+        frequency_buckets: int | None = None,
+        learning_rate: float = 1e-3,
+        weight_decay: float = 0.0,
+    ):
+        super().__init__(
+            user_tower,
+            item_tower,
+            similarity,
+            temperature,
+            learn_temperature,
+            temperature_range,
+            learning_rate,
+            weight_decay,
+        )
+        if frequency_buckets is not None and not in_batch_negatives:
+            raise ValueError(
+                "frequency_buckets estimates in-batch frequencies: it needs in_batch_negatives=True"
+            )
+        self.in_batch_negatives = in_batch_negatives
+        self.log_q_correction = log_q_correction
+        self.frequency = (
+            None if frequency_buckets is None else StreamingFrequency(frequency_buckets)
+        )
+        self._negative_sampler: str | None = None
+
+    @override
+    def setup(self, stage: str) -> None:
+        """Note the datamodule's ``negative_sampler``, which the default log-Q rule follows."""
+        datamodule = getattr(self._trainer, "datamodule", None)
+        sampler = getattr(datamodule, "negative_sampler", None)
+        self._negative_sampler = sampler if isinstance(sampler, str) else None
+
+    def _corrects(self, batch: dict[str, Tensor]) -> bool:
+        if self.log_q_correction is not None:
+            return self.log_q_correction
+        if self.in_batch_negatives:
+            return True
+        if self._negative_sampler is not None:
+            # Known from the data: one negative per row has no within-row spread to go by.
+            return self._negative_sampler != "uniform"
+        log_q = batch.get("neg_log_q")
+        return log_q is not None and bool((log_q != log_q[:, :1]).any())
+
+    def _need(self, batch: dict[str, Tensor], keys: tuple[str, ...]) -> None:
+        missing = [key for key in keys if key not in batch]
+        if missing:
+            raise ValueError(
+                f"log-Q correction needs batch keys {missing} (MatchingDataModule provides "
+                "them); or pass log_q_correction=False"
+            )
+
+    def logits(self, batch: dict[str, Tensor]) -> Tensor:
+        """Scores ``(B, 1 + M)``: the positive in column 0, then the negatives.
+
+        ``M`` is ``N`` (the row's sampled negatives) or, with ``in_batch_negatives``,
+        ``B_global * (1 + N)`` (every positive, then every sampled negative of the global
+        batch). Accidental hits are ``-inf``; with log-Q correction (in training only: it is
+        a device of the sampled softmax, and validation may hold items of no training
+        frequency) each negative is lowered by ``temperature * log E[count]``, so that after
+        the division by the temperature the logit is ``s / t - log E[count]``.
+        """
+        neg_ids = batch["neg_items"]
+        if neg_ids.shape[1] == 0 and not self.in_batch_negatives:
+            raise ValueError(
+                "the batch has no sampled negatives and in_batch_negatives is off, so the "
+                "softmax has nothing to contrast: set num_negatives > 0 or in_batch_negatives"
+            )
+        users, pos_items, neg_items = self._encode(batch)
+        positive = self._scores.rowwise(users, pos_items).unsqueeze(1)
+        corrects = self.training and self._corrects(batch)
+        if not self.in_batch_negatives:
+            negatives = self._scores.rowwise(users.unsqueeze(1), neg_items)
+            if corrects:
+                self._need(batch, ("neg_log_q",))
+                count = log_expected_count(None, 0, batch["neg_log_q"], neg_ids.shape[1])
+                negatives = negatives - self.temperature * count
+            return torch.cat([positive, negatives], dim=1)
+
+        scaled, own = self._in_batch_scaled_logits(batch, users, pos_items, neg_items, corrects)
+        masked = torch.isneginf(scaled).scatter_(1, own.unsqueeze(1), True)  # own positive too
+        # Back to scores without multiplying -inf (a learned temperature's gradient: NaN).
+        negatives = (scaled.masked_fill(masked, 0.0) * self.temperature).masked_fill(
+            masked, float("-inf")
+        )
+        return torch.cat([positive, negatives], dim=1)
+
+    def _encode(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """The batch's user (closest interest to the positive), positive and negative vectors."""
+        pos_items = self.encode_items(batch["pos_items"])
+        neg_items = self.encode_items(batch["neg_items"])
+        users = self.select_interest(self.encode_users(self.batch_users(batch)), pos_items)
+        return users, pos_items, neg_items
+
+    def _in_batch_scaled_logits(
+        self,
+        batch: dict[str, Tensor],
+        users: Tensor,
+        pos_items: Tensor,
+        neg_items: Tensor,
+        corrects: bool,
+    ) -> tuple[Tensor, Tensor]:
+        """In-batch logits already divided by the temperature, and each row's own column.
+
+        ``(B, M)`` scores of every row against the global batch's candidates (every positive,
+        then every sampled negative). A row's own positive is its candidate column
+        ``offset + row``, left exact, so that the loss is a plain cross-entropy with that
+        column as the target: no separate positive column, and every ``(B, M)`` step after the
+        matrix product is done in place. Accidental hits are ``-inf``, masked after the
+        division (a learned temperature's gradient would be NaN through ``-inf / t``).
+        """
+        pos_ids, neg_ids = batch["pos_items"], batch["neg_items"]
+        gather = RankGather(len(pos_ids), pos_ids.device)
+        num_sampled = neg_ids.shape[1]
+        candidates = torch.cat([gather(pos_items), gather(neg_items).flatten(0, 1)])
+        candidate_ids = torch.cat([gather(pos_ids), gather(neg_ids).flatten()])
+        rows = torch.arange(len(pos_ids), device=pos_ids.device)
+        own = rows + gather.offset
+        logits = self._scores.scaled_matrix(users, candidates, self.temperature)
+        if corrects and gather.total * (1 + num_sampled) > 1:  # a lone row has no negatives
+            count = log_expected_count(
+                self._batch_log_q(batch, gather, candidate_ids),
+                gather.total - 1,
+                self._sampler_log_q(batch, gather),
+                gather.total * num_sampled,
+            )
+            logits.sub_(count)
+            logits.diagonal(gather.offset).add_(count[own])  # the positive stays exact
+        hits = candidate_ids.unsqueeze(0) == pos_ids.unsqueeze(1)
+        hits[rows, own] = False
+        return logits.masked_fill_(hits, float("-inf")), own
+
+    def _batch_log_q(self, batch: dict[str, Tensor], gather: RankGather, ids: Tensor) -> Tensor:
+        """In-batch (positive) log-probability of each candidate: data or streamed."""
+        if self.frequency is not None:
+            if self.training:
+                self.frequency.update(ids[: gather.total])  # the global batch's positives
+            return self.frequency.log_q(ids, gather.total)
+        self._need(batch, ("pos_log_q", "neg_batch_log_q"))
+        return torch.cat([gather(batch["pos_log_q"]), gather(batch["neg_batch_log_q"]).flatten()])
+
+    def _sampler_log_q(self, batch: dict[str, Tensor], gather: RankGather) -> Tensor | None:
+        """Sampler log-probability of each candidate (``None`` without sampled negatives)."""
+        if batch["neg_items"].shape[1] == 0:
+            return None
+        self._need(batch, ("pos_sampler_log_q", "neg_log_q"))
+        return torch.cat([gather(batch["pos_sampler_log_q"]), gather(batch["neg_log_q"]).flatten()])
+
+    @override
+    def compute_loss(self, batch: dict[str, Tensor]) -> Tensor:
+        if not self.in_batch_negatives:
+            return softmax_loss(self.logits(batch), self.temperature)
+        # softmax_loss(self.logits(batch), t) without the (B, 1 + M) copies: ~3x faster.
+        users, pos_items, neg_items = self._encode(batch)
+        corrects = self.training and self._corrects(batch)
+        logits, own = self._in_batch_scaled_logits(batch, users, pos_items, neg_items, corrects)
+        return F.cross_entropy(logits, own)

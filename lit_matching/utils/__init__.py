@@ -1,0 +1,1 @@
+"""Process-level helpers: progress bars and the CPU allocator setting."""
