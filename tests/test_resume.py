@@ -8,7 +8,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 
 from lit_matching import IDEmbeddingTower, ListwiseMatching, MatchingDataModule
-from lit_matching.data.tuples import EpochBatchSampler
+from lit_matching.data.resume import EpochBatchSampler
 
 # Checkpoints of ModelCheckpoint hold its state; the resumed fits need not restore it.
 pytestmark = pytest.mark.filterwarnings("ignore:Be aware that when using `ckpt_path`")
@@ -121,7 +121,7 @@ def test_batches_depend_on_position_only_not_workers(small_log):
         dm = datamodule(small_log, num_workers)
         dm.setup("fit")
         if resume is not None:
-            dm._epochs().resume = resume
+            dm._epoch_counter.resume = resume
         loader = dm.train_dataloader()
         assert isinstance(loader.batch_sampler, EpochBatchSampler)
         return [[batch["neg_items"] for batch in loader] for _ in range(2)]  # two epochs

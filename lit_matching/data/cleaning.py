@@ -151,6 +151,17 @@ def _core_mask(
         keep = new_keep
 
 
+def _nothing_left(thresholds: str, users: np.ndarray, items: np.ndarray, rounds: int) -> ValueError:
+    """The error of a k-core that kept nothing, with the log's largest counts for scale."""
+    most_user = int(np.bincount(users).max(initial=0))
+    most_item = int(np.bincount(items).max(initial=0))
+    return ValueError(
+        f"k_core({thresholds}) left no interaction of {len(users)} after {rounds} "
+        f"round(s): the thresholds are too high for this log (its most active user has "
+        f"{most_user} rows, its most popular item {most_item})"
+    )
+
+
 def k_core(
     frame: pd.DataFrame,
     min_user_interactions: int = 5,
@@ -203,13 +214,7 @@ def k_core(
         f"min_item_interactions={min_item_interactions}"
     )
     if not keep.any():
-        most_user = int(np.bincount(users).max(initial=0))
-        most_item = int(np.bincount(items).max(initial=0))
-        raise ValueError(
-            f"k_core({thresholds}) left no interaction of {len(frame)} after {rounds} "
-            f"round(s): the thresholds are too high for this log (its most active user has "
-            f"{most_user} rows, its most popular item {most_item})"
-        )
+        raise _nothing_left(thresholds, users, items, rounds)
     kept = frame[keep].reset_index(drop=True)
     rank_zero_info(
         f"lit_matching: k_core({thresholds}): stable after {rounds} round(s), "

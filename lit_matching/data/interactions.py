@@ -183,29 +183,31 @@ def validate_interactions(
             )
         _first_bad_id(frame[col], col, locate)
     if time_col is not None:
-        times = frame[time_col]
-        if not (
-            pd.api.types.is_numeric_dtype(times) or pd.api.types.is_datetime64_any_dtype(times)
-        ):
-            try:
-                bad = (pd.to_numeric(times, errors="coerce").isna() & times.notna()).to_numpy()
-            except (TypeError, ValueError):  # e.g. lists: name no row rather than fail here
-                bad = np.zeros(len(times), dtype=bool)
-            example = (
-                f" ({times.iloc[int(np.argmax(bad))]!r} at {locate(int(np.argmax(bad)))})"
-                if bad.any()
-                else ""
-            )
-            raise ValueError(
-                f"column {time_col!r} must hold numbers or datetimes to order interactions, "
-                f"got dtype {times.dtype}{example}"
-            )
-        null = times.isna().to_numpy()
-        if null.any():
-            raise ValueError(
-                f"column {time_col!r} has {int(null.sum())} missing timestamp(s), "
-                f"first at {locate(int(np.argmax(null)))}"
-            )
+        _check_times(frame[time_col], time_col, locate)
+
+
+def _check_times(times: pd.Series, time_col: str, locate: Callable[[int], str]) -> None:
+    """Raise unless ``times`` are numbers or datetimes, none missing (naming the first bad row)."""
+    if not (pd.api.types.is_numeric_dtype(times) or pd.api.types.is_datetime64_any_dtype(times)):
+        try:
+            bad = (pd.to_numeric(times, errors="coerce").isna() & times.notna()).to_numpy()
+        except (TypeError, ValueError):  # e.g. lists: name no row rather than fail here
+            bad = np.zeros(len(times), dtype=bool)
+        example = (
+            f" ({times.iloc[int(np.argmax(bad))]!r} at {locate(int(np.argmax(bad)))})"
+            if bad.any()
+            else ""
+        )
+        raise ValueError(
+            f"column {time_col!r} must hold numbers or datetimes to order interactions, "
+            f"got dtype {times.dtype}{example}"
+        )
+    null = times.isna().to_numpy()
+    if null.any():
+        raise ValueError(
+            f"column {time_col!r} has {int(null.sum())} missing timestamp(s), "
+            f"first at {locate(int(np.argmax(null)))}"
+        )
 
 
 def index_interactions(
@@ -218,9 +220,10 @@ def index_interactions(
     """Validate ``frame``, build id vocabularies and return the indexed, time-ordered log.
 
     Without a ``time_col`` the row order is the time order. Repeated ``(user, item)`` pairs
-    are kept as they are: remove them first with :func:`~lit_matching.data.cleaning.drop_duplicates`
-    (as :class:`MatchingDataModule` does) when an item must not be both a training item and a
-    held-out target of the same user.
+    are kept as they are: remove them first with
+    :func:`~lit_matching.data.cleaning.drop_duplicates` (as
+    :class:`~lit_matching.data.datamodule.MatchingDataModule` does) when an item must not be
+    both a training item and a held-out target of the same user.
 
     Args:
         frame: Interactions with raw ids.

@@ -13,7 +13,12 @@ import numpy as np
 
 from lit_matching.data.item_sets import ItemSets
 
-__all__ = ["NegativeSampler", "PopularityNegativeSampler", "UniformNegativeSampler"]
+__all__ = [
+    "NegativeSampler",
+    "PopularityNegativeSampler",
+    "UniformNegativeSampler",
+    "negative_sampler",
+]
 
 
 class NegativeSampler:
@@ -147,3 +152,12 @@ class PopularityNegativeSampler(NegativeSampler):
             raise ValueError("item_counts must be non-negative")
         self.alpha = alpha
         super().__init__(np.where(counts > 0, counts**alpha, 0.0), positives, max_rounds)
+
+
+def negative_sampler(
+    name: str, item_counts: np.ndarray, positives: ItemSets, alpha: float = 0.75
+) -> NegativeSampler:
+    """The sampler ``name`` (``"uniform"`` or ``"popularity"``, with ``count ** alpha``)."""
+    if name == "popularity":
+        return PopularityNegativeSampler(item_counts, positives, alpha=alpha)
+    return UniformNegativeSampler(positives)

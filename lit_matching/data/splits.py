@@ -2,7 +2,7 @@
 
 Every strategy takes the frame :func:`~lit_matching.data.interactions.index_interactions`
 returns (columns ``user``, ``item``, ``time``) and returns a
-:class:`~lit_matching.data.split.Split` of row-disjoint parts with the same columns, rows in
+:class:`~lit_matching.data.splits.Split` of row-disjoint parts with the same columns, rows in
 input order. All of them are vectorised (no per-user Python loop) and the random ones are
 reproducible from ``seed``.
 """
@@ -51,7 +51,7 @@ def leave_last_out(frame: pd.DataFrame, min_interactions: int = 3) -> Split:
 
     Users with fewer than ``min_interactions`` interactions stay in training only (their count
     is logged). Ties in time are broken by row order, so ``frame`` must be sorted by
-    ``(user, time)`` as :func:`index_interactions` returns it.
+    ``(user, time)`` as :func:`~lit_matching.data.interactions.index_interactions` returns it.
 
     Example:
         >>> log = pd.DataFrame({"user": [0, 0, 0, 0, 1], "item": [1, 2, 3, 4, 1],
@@ -124,9 +124,9 @@ def _log_short_users(user: np.ndarray, short: np.ndarray, minimum: int) -> None:
 def random_leave_one_out(frame: pd.DataFrame, seed: int = 0, min_interactions: int = 3) -> Split:
     """Random leave-one-out: one random interaction per user is test, another one val.
 
-    Unlike :func:`~lit_matching.data.split.leave_last_out` this ignores time, so training may
-    hold interactions later than the held-out ones. Users with fewer than
-    ``min_interactions`` interactions stay in training only (their count is logged).
+    Unlike :func:`leave_last_out` this ignores time, so training may hold interactions later
+    than the held-out ones. Users with fewer than ``min_interactions`` interactions stay in
+    training only (their count is logged).
 
     Args:
         frame: Indexed log with columns ``user``, ``item``, ``time``.

@@ -1,213 +1,32 @@
-"""Training tuples of each mode, built a whole batch at a time."""
+"""Training tuples: the datasets that build a whole batch at a time, and history lookup.
+
+:class:`InteractionTuples` turns positive ``(user, item)`` pairs into batches of one mode
+(built by a :data:`~lit_matching.data.batches.MODES` builder) with sampled negatives;
+:class:`HistoryLookup` gives each row the user's preceding items; :class:`UserBatches` serves
+user indices for prediction. Batch positions come from the samplers of
+:mod:`lit_matching.data.batches` and :mod:`lit_matching.data.resume`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import Tensor
-from torch.utils.data import BatchSampler, Dataset, RandomSampler, Sampler, get_worker_info
+from torch.utils.data import Dataset, get_worker_info
 
+from lit_matching.data.batches import Batch, BatchBuilder
+from lit_matching.data.pipeline import PreparedData
+from lit_matching.data.resume import BatchIndex
 from lit_matching.data.sampling import NegativeSampler
 
 __all__ = [
-    "MODES",
-    "ArrayBatchSampler",
-    "BatchIndex",
-    "EpochBatchSampler",
-    "EpochCounter",
     "HistoryLookup",
     "InteractionTuples",
     "UserBatches",
-    "keep_batch",
-    "labelled_batch",
-    "ranked_batch",
+    "stage_tuples",
 ]
-
-Batch = dict[str, Tensor]
-#: ``(users, pos_items, neg_items, neg_log_q, per_row_extras) -> batch``
-BatchBuilder = Callable[
-    [np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]], Batch
-]
-
-
-#: Batch keys of the log-probabilities that only in-batch negatives need.
-IN_BATCH_LOG_Q = ("pos_log_q", "neg_batch_log_q", "pos_sampler_log_q")
-
-
-def labelled_batch(
-    users: np.ndarray,
-    positives: np.ndarray,
-    negatives: np.ndarray,
-    neg_log_q: np.ndarray,
-    extras: dict[str, np.ndarray],
-) -> Batch:
-    """Point-wise rows ``(user, item, label)``: each positive then its negatives, flattened.
-
-    Per-row ``extras`` (e.g. the user's history) are repeated for every row of a positive;
-    The log-probabilities of in-batch sampling are left out: point-wise rows have no in-batch
-    negatives to correct.
-    """
-    extras = {k: v for k, v in extras.items() if k not in IN_BATCH_LOG_Q}
-    repeats = 1 + negatives.shape[1]
-    items = np.concatenate([positives[:, None], negatives], axis=1)
-    labels = np.zeros_like(items, dtype=np.float32)
-    labels[:, 0] = 1.0
-    batch = {
-        "users": torch.from_numpy(np.repeat(users, repeats)),
-        "items": torch.from_numpy(items.reshape(-1)),
-        "labels": torch.from_numpy(labels.reshape(-1)),
-    }
-    return batch | {k: torch.from_numpy(np.repeat(v, repeats, axis=0)) for k, v in extras.items()}
-
-
-def ranked_batch(
-    users: np.ndarray,
-    positives: np.ndarray,
-    negatives: np.ndarray,
-    neg_log_q: np.ndarray,
-    extras: dict[str, np.ndarray],
-) -> Batch:
-    """Pair- and list-wise rows ``(user, pos_item, neg_items[N])`` with ``neg_log_q[N]``.
-
-    ``extras`` add e.g. ``pos_log_q`` (the in-batch sampling log-probability of each positive)
-    and the history.
-    """
-    batch = {
-        "users": torch.from_numpy(users),
-        "pos_items": torch.from_numpy(positives),
-        "neg_items": torch.from_numpy(np.ascontiguousarray(negatives)),
-        "neg_log_q": torch.from_numpy(neg_log_q.astype(np.float32)),
-    }
-    return batch | {k: torch.from_numpy(v) for k, v in extras.items()}
-
-
-#: Training modes: name -> (batch builder, default number of negatives per positive).
-MODES: dict[str, tuple[BatchBuilder, int]] = {
-    "pointwise": (labelled_batch, 4),
-    "pairwise": (ranked_batch, 1),
-    "listwise": (ranked_batch, 8),
-}
-
-
-def keep_batch(batch: Batch) -> Batch:
-    """Collation for datasets that already return whole batches (the identity)."""
-    return batch
-
-
-class ArrayBatchSampler(BatchSampler):
-    """A :class:`~torch.utils.data.BatchSampler` that yields each batch as a numpy array.
-
-    It takes the whole epoch's order from ``sampler`` at once instead of collecting Python
-    ints one batch at a time, which halves the cost of indexing an epoch. Lightning swaps in
-    its ``DistributedSampler`` under DDP as for any ``BatchSampler``.
-
-    Example:
-        >>> from torch.utils.data import SequentialSampler
-        >>> [b.tolist() for b in ArrayBatchSampler(SequentialSampler(range(5)), 2, False)]
-        [[0, 1], [2, 3], [4]]
-    """
-
-    def __iter__(self) -> Iterator[np.ndarray]:  # type: ignore[override]
-        """Index arrays of ``batch_size`` (the last one shorter unless ``drop_last``)."""
-        order = self._epoch_order()
-        stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
-        for start in range(0, stop, self.batch_size):
-            yield order[start : start + self.batch_size]
-
-    def _epoch_order(self) -> np.ndarray:
-        sampler = self.sampler
-        if type(sampler) is RandomSampler and not sampler.replacement:
-            # What RandomSampler.__iter__ draws, without a Python int per index.
-            generator = sampler.generator
-            if generator is None:
-                generator = torch.Generator()
-                generator.manual_seed(int(torch.empty((), dtype=torch.int64).random_().item()))
-            return torch.randperm(len(sampler), generator=generator).numpy()
-        return np.fromiter(iter(sampler), dtype=np.int64, count=len(sampler))  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True)
-class BatchIndex:
-    """The dataset positions of one training batch and its key ``(epoch, batch number)``.
-
-    :class:`InteractionTuples` seeds the batch's negatives from the key, so a batch is the same
-    whatever came before it and whichever ``DataLoader`` worker builds it.
-    """
-
-    positions: np.ndarray
-    key: tuple[int, int]
-
-
-@dataclass
-class EpochCounter:
-    """Training epochs begun, shared by all training loaders of a DataModule.
-
-    Setting ``resume = (epoch, batch)`` (done when a checkpoint is loaded) makes the next
-    iteration continue that epoch from that batch.
-    """
-
-    started: int = 0
-    resume: tuple[int, int] | None = None
-
-
-class EpochBatchSampler(ArrayBatchSampler):
-    """Training batches that are a function of ``(seed, epoch, batch number)`` alone.
-
-    Each iteration is the next epoch of ``counter``. Epoch ``e`` takes its order from its own
-    stream, ``SeedSequence(seed, spawn_key=(e,))``, when ``sampler`` is a
-    :class:`~torch.utils.data.RandomSampler`; any other sampler (Lightning's
-    ``DistributedSampler`` under DDP) gets ``set_epoch(e)`` and is iterated. Batch ``b`` comes
-    as a :class:`BatchIndex` keyed ``(e, b)``. Nothing depends on the global torch RNG or on
-    earlier batches, so a run can start at any ``(epoch, batch)``: see
-    :attr:`EpochCounter.resume`.
-
-    Example:
-        >>> counter = EpochCounter()
-        >>> batches = EpochBatchSampler(RandomSampler(range(5)), 2, False, counter, seed=0)
-        >>> first = [(b.key, b.positions.tolist()) for b in batches]
-        >>> [key for key, _ in first]
-        [(0, 0), (0, 1), (0, 2)]
-        >>> [b.key for b in batches]  # the next epoch
-        [(1, 0), (1, 1), (1, 2)]
-        >>> counter.resume = (0, 1)
-        >>> [(b.key, b.positions.tolist()) for b in batches] == first[1:]
-        True
-    """
-
-    def __init__(
-        self,
-        sampler: Sampler[int] | Iterable[int],
-        batch_size: int,
-        drop_last: bool,
-        counter: EpochCounter | None = None,
-        seed: int = 0,
-    ):
-        super().__init__(sampler, batch_size, drop_last)
-        self.counter = EpochCounter() if counter is None else counter
-        self.seed = seed
-
-    def __iter__(self) -> Iterator[BatchIndex]:  # type: ignore[override]
-        """The batches of the next epoch, or of the epoch to resume from its batch on."""
-        counter = self.counter
-        epoch, skip = (counter.started, 0) if counter.resume is None else counter.resume
-        counter.started, counter.resume = epoch + 1, None
-        order = self._order(epoch)
-        size = self.batch_size
-        stop = len(order) - len(order) % size if self.drop_last else len(order)
-        for start in range(skip * size, stop, size):
-            yield BatchIndex(order[start : start + size], (epoch, start // size))
-
-    def _order(self, epoch: int) -> np.ndarray:
-        sampler = self.sampler
-        if type(sampler) is RandomSampler and not sampler.replacement:
-            stream = np.random.SeedSequence(self.seed, spawn_key=(epoch,))
-            return np.random.default_rng(stream).permutation(len(sampler))
-        if callable(set_epoch := getattr(sampler, "set_epoch", None)):
-            set_epoch(epoch)  # also where Lightning has not yet set it (resuming mid-epoch)
-        return np.fromiter(iter(sampler), dtype=np.int64, count=len(sampler))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -312,7 +131,8 @@ class InteractionTuples(Dataset[Batch]):
         items: Item of each positive.
         sampler: Draws the negatives and their log-probabilities.
         num_negatives: Negatives per positive.
-        build: Turns the arrays into the mode's batch (see :data:`MODES`).
+        build: Turns the arrays into the mode's batch (see
+            :data:`~lit_matching.data.batches.MODES`).
         seed: Seed (or seed sequence, e.g. ``[seed, rank]``) of the negatives.
         resample: Fresh negatives per batch, or fixed ones.
         history: Adds ``history`` (B, L) and ``history_length`` (B,) to each batch.
@@ -366,7 +186,8 @@ class InteractionTuples(Dataset[Batch]):
     def __getitems__(self, indices: Sequence[int] | BatchIndex) -> Batch:
         """The batch of the given positions, negatives included.
 
-        A :class:`BatchIndex` (from :class:`EpochBatchSampler`) draws its negatives from the
+        A :class:`~lit_matching.data.resume.BatchIndex` (from
+        :class:`~lit_matching.data.resume.EpochBatchSampler`) draws its negatives from the
         stream of its key, ``SeedSequence(seed, spawn_key=key)``; plain positions draw from
         the dataset's running stream.
         """
@@ -414,3 +235,46 @@ class UserBatches(Dataset[Batch]):
 
     def __getitem__(self, index: int) -> Batch:
         return self.__getitems__([index])
+
+
+def stage_tuples(
+    data: PreparedData,
+    stage: str,
+    sampler: NegativeSampler,
+    *,
+    build: BatchBuilder,
+    num_negatives: int,
+    history_length: int,
+    seed: Sequence[int],
+) -> InteractionTuples:
+    """The tuples of ``data``'s part ``stage`` (``"train"``, ``"val"`` or ``"test"``).
+
+    Training draws fresh negatives per batch from the stream ``seed`` (e.g. ``[seed, rank]``:
+    distinct per DDP rank); validation and test draw theirs once, from ``[seed[0], 1]`` and
+    ``[seed[0], 2]``. With ``history_length > 0`` each row gets the user's preceding items
+    known at ``stage`` (see :meth:`~lit_matching.data.pipeline.PreparedData.history_source`).
+    """
+    part = getattr(data.splits, stage)
+    train = stage == "train"
+    history = (
+        HistoryLookup.build(
+            data.history_source(stage),
+            (part.user.to_numpy(), part.order.to_numpy()),
+            history_length,
+            pad=len(data.item_vocab),
+        )
+        if history_length
+        else None
+    )
+    return InteractionTuples(
+        part.user.to_numpy(),
+        part.item.to_numpy(),
+        sampler,
+        num_negatives,
+        build,
+        # Distinct streams per DDP rank; fixed ones for validation and test.
+        seed=list(seed) if train else [seed[0], {"val": 1, "test": 2}[stage]],
+        resample=train,
+        history=history,
+        item_log_q=data.item_log_q,
+    )
