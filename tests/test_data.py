@@ -387,7 +387,7 @@ def test_unreadable_csv_names_the_file_in_the_datamodule(tmp_path, name, content
 )
 def test_ids_accepted_when_read_are_the_ids_an_export_writes(value):
     from lit_matching.data.interactions import validate_interactions
-    from lit_matching.serving.retriever import _json_id
+    from lit_matching.serving.export_format import _json_id
 
     frame = pd.DataFrame({"user_id": pd.Series([value, value], dtype=object), "item_id": [1, 2]})
     try:

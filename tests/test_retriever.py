@@ -79,8 +79,9 @@ def brute_force(directory, similarity, k, exclude_seen=True):
 def test_from_module_encodes_like_the_module_and_restores_train_mode(trained):
     model, dm = trained["cosine"]
     model.train()
+    model.item_tower.eval()  # put in eval mode by its owner (e.g. frozen): must stay so
     retriever = Retriever.from_module(model, dm, batch_size=5)
-    assert model.training
+    assert model.training and model.user_tower.training and not model.item_tower.training
     model.eval()
     with torch.no_grad():
         users = model.encode_users(torch.arange(dm.num_users)).numpy()
@@ -505,8 +506,9 @@ def test_cosine_export_from_before_the_ip_index_loads_and_ranks_as_training(tmp_
     old_index = faiss.IndexFlatL2(6)
     old_index.add(prepared_items)
     faiss.write_index(old_index, str(directory / "index.faiss"))
-    with pytest.warns(UserWarning, match=r"inner-product"):
+    with pytest.warns(UserWarning, match=r"inner-product") as warned:
         loaded = Retriever.load(directory)
+    assert warned[0].filename == __file__  # the warning points at the caller of load
     assert loaded.metric == "ip"
     recs = loaded.recommend(user_ids, k=9, exclude_seen=False)
     for u, user in enumerate(user_ids):

@@ -302,6 +302,15 @@ def test_recommendation_table_by_hand(tiny):
     )
 
 
+def test_recommendation_table_leaves_each_part_in_its_own_mode(tiny):
+    data, model = tiny
+    model.part = nn.Dropout()
+    model.train()
+    model.part.eval()  # put in eval mode by its owner (e.g. frozen): must stay so
+    recommendation_table(model, data, k=1)
+    assert model.training and not model.part.training
+
+
 def test_recommendation_table_never_recommends_seen_items(small_log):
     data = MatchingDataModule(interactions=small_log, num_negatives=2)
     model = ListwiseMatching(

@@ -21,14 +21,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 
 from lit_matching.data.movielens import load_movielens_small_movies
-from lit_matching.retrieval.encoding import encode_in_batches
+from lit_matching.retrieval.encoding import CatalogueEncoder, encode_catalogue
 from lit_matching.retrieval.search import build_index, search_top_k
+from lit_matching.retrieval.validation import check_k
 from lit_matching.serving.retriever import export_retriever
 
 __all__ = ["MOVIELENS_TITLES", "RecommendationTable", "load_item_titles", "recommendation_table"]
@@ -108,7 +108,7 @@ def _describe(
 
 
 def recommendation_table(
-    module: Any,
+    module: CatalogueEncoder,
     datamodule: Any,
     users: Sequence[Any] | None = None,
     num_users: int = 20,
@@ -164,39 +164,44 @@ def recommendation_table(
     """
     if stage not in ("val", "test"):
         raise ValueError(f"stage must be 'val' or 'test', got {stage!r}")
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k has to be a positive integer, got {k!r}")
+    k = check_k(k)
     titles = load_item_titles(item_titles)
     splits = datamodule.splits  # prepares the data (vocabularies, seen items)
-    if users is None:
-        candidates = datamodule.eval_set(stage).users
-        rng = np.random.default_rng(seed)
-        size = min(num_users, len(candidates))
-        chosen = np.sort(rng.choice(candidates, size=size, replace=False))
-    else:
-        chosen = datamodule.user_vocab.to_index(list(users))
-    targets = datamodule.val_items if stage == "val" else datamodule.test_items
+    chosen = _choose_users(datamodule, users, num_users, stage, seed)
     seen = datamodule.train_items
-    parts = [splits.train]
     if stage == "test":
         seen = seen.union(datamodule.val_items)
-        parts.append(splits.val)
-
-    device = next(module.parameters(), torch.empty(0)).device
-    was_training = module.training
-    module.eval()
-    try:
-        queries = encode_in_batches(
-            module.encode_users, datamodule.user_features(stage, chosen), device, batch_size
-        )
-        items = encode_in_batches(
-            module.encode_items, {"ids": torch.arange(datamodule.num_items)}, device, batch_size
-        )
-    finally:
-        module.train(was_training)
+    user_features = datamodule.user_features(stage, chosen)
+    queries, items = encode_catalogue(module, user_features, datamodule.num_items, None, batch_size)
     index = build_index(items, module.similarity.faiss_metric)
     found, _ = search_top_k(index, queries, k, seen.select(chosen), batch_size)
+    return _table(datamodule, splits, stage, chosen, found, titles, history_items)
 
+
+def _choose_users(
+    datamodule: Any, users: Sequence[Any] | None, num_users: int, stage: str, seed: int
+) -> np.ndarray:
+    """Indices of ``users`` (raw ids, in order), or of ``num_users`` of ``stage``'s (sorted)."""
+    if users is not None:
+        return datamodule.user_vocab.to_index(list(users))
+    candidates = datamodule.eval_set(stage).users
+    rng = np.random.default_rng(seed)
+    size = min(num_users, len(candidates))
+    return np.sort(rng.choice(candidates, size=size, replace=False))
+
+
+def _table(
+    datamodule: Any,
+    splits: Any,
+    stage: str,
+    chosen: np.ndarray,
+    found: np.ndarray,
+    titles: Mapping[Any, str],
+    history_items: int,
+) -> pd.DataFrame:
+    """The rows of :func:`recommendation_table`: user ``chosen[i]`` was recommended ``found[i]``."""
+    targets = datamodule.val_items if stage == "val" else datamodule.test_items
+    parts = [splits.train, splits.val] if stage == "test" else [splits.train]
     known = pd.concat(parts, ignore_index=True)
     known = known[known.user.isin(chosen)].sort_values("order")
     histories = known.groupby("user").item.agg(list)
@@ -260,9 +265,7 @@ class RecommendationTable(Callback):
     ):
         if not isinstance(num_users, int) or num_users < 1:
             raise ValueError(f"num_users has to be a positive integer, got {num_users!r}")
-        if not isinstance(k, int) or k < 1:
-            raise ValueError(f"k has to be a positive integer, got {k!r}")
-        self.num_users, self.k, self.history_items = num_users, k, history_items
+        self.num_users, self.k, self.history_items = num_users, check_k(k), history_items
         self.item_titles = item_titles
         self.log_retriever, self.seed, self.key = log_retriever, seed, key
         #: The last table built (a DataFrame, see :func:`recommendation_table`).
@@ -283,7 +286,7 @@ class RecommendationTable(Callback):
         if self._titles is None:
             self._titles = load_item_titles(self.item_titles)
         self.table = recommendation_table(
-            pl_module,
+            pl_module,  # type: ignore[arg-type]
             datamodule,
             num_users=self.num_users,
             k=self.k,

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
 
+import faiss
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 
-from lit_matching.data.item_sets import EvalSet
+from lit_matching.data.item_sets import EvalSet, ItemSets
 from lit_matching.losses.similarity import FaissMetric
-from lit_matching.retrieval.encoding import encode_in_batches
+from lit_matching.retrieval.encoding import CatalogueEncoder, encode_catalogue, eval_mode
 from lit_matching.retrieval.metrics import hit_matrix, retrieval_metrics
 from lit_matching.retrieval.search import (
     EXACT,
@@ -22,6 +23,7 @@ from lit_matching.retrieval.search import (
     overlap_at_k,
     search_top_k,
 )
+from lit_matching.retrieval.validation import check_ks
 from lit_matching.utils.progress import ProgressBars, progress_bar, progress_bars
 
 __all__ = ["RetrievalEvaluator", "evaluate_retrieval", "most_popular_metrics"]
@@ -74,25 +76,35 @@ def evaluate_retrieval(
         >>> evaluate_retrieval(queries, items, "ip", eval_set, ks=[1])["hit_rate@1"]
         0.5
     """
-    k = max(ks)
-    exclude = eval_set.exclude if exclude_seen else None
-    searched = build_index(item_vectors, metric, index, search_params)
     bars = ProgressBars() if progress is True else progress or None
-    queries = int(np.prod(user_vectors.shape[:-1]))  # users x interests
-    with progress_bar(bars, queries, f"{progress_label}: searching", "query") as advance:
-        found, _ = search_top_k(searched, user_vectors, k, exclude, batch_size, advance)
+    exclude = eval_set.exclude if exclude_seen else None
+    search = functools.partial(
+        _search, user_vectors, max(ks), exclude, batch_size, bars, progress_label
+    )  # the same search, over the index it is given
+    found = search(build_index(item_vectors, metric, index, search_params), "searching")
     hits = hit_matrix(found, eval_set.targets)
-    metrics = retrieval_metrics(
-        hits, eval_set.targets.counts(), ks, top_items=found, item_counts=item_counts
-    )
-    if not is_exact(index):
-        label = f"{progress_label}: exact search (ann_recall)"
-        with progress_bar(bars, queries, label, "query") as advance:
-            exact, _ = search_top_k(
-                build_index(item_vectors, metric), user_vectors, k, exclude, batch_size, advance
-            )
+    metrics = retrieval_metrics(hits, eval_set.targets.counts(), ks, found, item_counts)
+    if not is_exact(index):  # the share of the exact top K the approximate search found
+        exact = search(build_index(item_vectors, metric), "exact search (ann_recall)")
         metrics |= {f"ann_recall@{cut}": overlap_at_k(found, exact, cut) for cut in ks}
     return metrics
+
+
+def _search(
+    user_vectors: np.ndarray,
+    k: int,
+    exclude: ItemSets | None,
+    batch_size: int,
+    bars: ProgressBars | None,
+    progress_label: str,
+    index: faiss.Index,
+    what: str,
+) -> np.ndarray:
+    """:func:`search_top_k`'s items for every user (interests included), with a progress bar."""
+    queries = int(np.prod(user_vectors.shape[:-1]))  # users x interests
+    with progress_bar(bars, queries, f"{progress_label}: {what}", "query") as advance:
+        found, _ = search_top_k(index, user_vectors, k, exclude, batch_size, advance)
+    return found
 
 
 def most_popular_metrics(
@@ -117,24 +129,19 @@ def most_popular_metrics(
     return evaluate_retrieval(users, items, "ip", eval_set, ks, item_counts=item_counts)
 
 
-class _Encoder(Protocol):
-    similarity: Any
-    training: bool
-
-    def encode_users(self, users: Any) -> Tensor: ...
-    def encode_items(self, items: Any) -> Tensor: ...
-    def train(self, mode: bool = True) -> Any: ...
-
-
 class RetrievalEvaluator(Callback):
     """Logs full-catalogue retrieval metrics at the end of validation and test.
 
     At the end of each validation epoch (sanity check excluded) it encodes every item and every
-    validation user, builds an exact FAISS index whose metric ranks as the model's similarity
+    validation user (:func:`~lit_matching.retrieval.encoding.encode_catalogue`), builds a FAISS
+    index (exact by default) whose metric ranks as the model's similarity
     (:attr:`Similarity.faiss_metric`), retrieves the top ``max(ks)`` items per user with the
-    user's training items excluded, and logs ``val/recall@K``, ``val/ndcg@K``,
-    ``val/hit_rate@K``, ``val/mrr@K`` and ``val/precision@K``. On ``trainer.test`` it does the
-    same on the test split as ``test/...``, excluding training and validation items.
+    user's training items excluded, and logs, for every ``K`` in ``ks``, the metrics of
+    :data:`~lit_matching.retrieval.metrics.METRICS`: ``val/recall@K``, ``val/ndcg@K``,
+    ``val/hit_rate@K``, ``val/mrr@K``, ``val/precision@K`` and ``val/map@K``; and
+    ``val/users`` / ``val/skipped_users`` (users evaluated / without a held-out item). On
+    ``trainer.test`` it does the same on the test split as ``test/...``, excluding training
+    and validation items.
 
     The data come from ``trainer.datamodule.eval_set(stage)`` (see
     :meth:`MatchingDataModule.eval_set`); the model must offer ``encode_users``,
@@ -144,8 +151,9 @@ class RetrievalEvaluator(Callback):
     With an approximate ``index`` (a FAISS index-factory string such as ``"HNSW32"`` or
     ``"IVF1024,Flat"``) it also logs ``{stage}/ann_recall@K``: the share of the exact top K
     the approximate search found, so approximate numbers are never mistaken for exact ones.
-    With ``item_counts`` on the datamodule it logs ``coverage@K`` (share of the catalogue
-    recommended to anyone) and ``popularity@K`` (mean training count of recommended items).
+    With ``item_counts`` on the datamodule it logs ``{stage}/coverage@K`` (share of the
+    catalogue recommended to anyone) and ``{stage}/popularity@K`` (mean training count of
+    recommended items).
 
     Args:
         ks: Cut-offs.
@@ -183,9 +191,7 @@ class RetrievalEvaluator(Callback):
                 f"test_every_n_epochs has to be a non-negative integer, got {test_every_n_epochs!r}"
             )
         self.test_every_n_epochs = test_every_n_epochs
-        if not ks or any(not isinstance(k, int) or k < 1 for k in ks):
-            raise ValueError(f"ks has to be a non-empty list of positive integers, got {ks!r}")
-        self.ks = tuple(ks)
+        self.ks = check_ks(ks)
         self.index = index
         self.search_params = dict(search_params or {})
         self.exclude_seen = exclude_seen
@@ -196,7 +202,7 @@ class RetrievalEvaluator(Callback):
 
     def evaluate(
         self,
-        pl_module: _Encoder,
+        pl_module: CatalogueEncoder,
         eval_set: EvalSet,
         device: torch.device,
         num_items: int,
@@ -216,32 +222,9 @@ class RetrievalEvaluator(Callback):
         if user_features is None:
             user_features = {"ids": torch.as_tensor(eval_set.users)}
         bars = ProgressBars() if progress is True else progress or None
-        rows = len(next(iter(user_features.values())))
-        was_training = pl_module.training
-        # Each submodule's own mode, so that e.g. a frozen (eval) part stays frozen afterwards.
-        modes = (
-            [(module, module.training) for module in pl_module.modules()]
-            if isinstance(pl_module, torch.nn.Module)
-            else []
+        users, items = encode_catalogue(
+            pl_module, user_features, num_items, device, self.batch_size, bars, progress_label
         )
-        pl_module.train(False)
-        try:
-            with progress_bar(bars, rows, f"{progress_label}: encoding users", "user") as done:
-                users = encode_in_batches(
-                    pl_module.encode_users, user_features, device, self.batch_size, done
-                )
-            with progress_bar(bars, num_items, f"{progress_label}: encoding items", "item") as done:
-                items = encode_in_batches(
-                    pl_module.encode_items,
-                    {"ids": torch.arange(num_items)},
-                    device,
-                    self.batch_size,
-                    done,
-                )
-        finally:
-            pl_module.train(was_training)
-            for module, mode in modes:
-                module.training = mode
         return evaluate_retrieval(
             users,
             items,
@@ -298,10 +281,5 @@ class RetrievalEvaluator(Callback):
         n = self.test_every_n_epochs
         if not n or (trainer.current_epoch + 1) % n:
             return
-        training = pl_module.training
-        pl_module.eval()
-        try:
-            with torch.no_grad():
-                self._run(trainer, pl_module, "test")
-        finally:
-            pl_module.train(training)
+        with eval_mode(pl_module), torch.no_grad():
+            self._run(trainer, pl_module, "test")

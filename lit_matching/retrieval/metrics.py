@@ -31,6 +31,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from lit_matching.data.item_sets import ItemSets
+from lit_matching.retrieval.validation import check_k
 
 __all__ = [
     "METRICS",
@@ -47,13 +48,8 @@ __all__ = [
 ]
 
 
-def _check_k(k: int) -> None:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k has to be a positive integer, got {k!r}")
-
-
 def _top(hits: np.ndarray, k: int) -> np.ndarray:
-    _check_k(k)
+    check_k(k)
     return np.asarray(hits, dtype=bool)[:, :k]
 
 
@@ -152,7 +148,7 @@ METRICS = {
 
 def _top_item_ids(top_items: np.ndarray, k: int) -> np.ndarray:
     """The item ids (``-1`` dropped) in the first ``k`` columns of ``top_items``, flattened."""
-    _check_k(k)
+    check_k(k)
     top = np.asarray(top_items)
     if top.ndim != 2:
         raise ValueError(f"top_items has to be a (users, K) matrix, got shape {top.shape}")
@@ -247,20 +243,17 @@ def retrieval_metrics(
         num_relevant: ``(users,)`` number of relevant items of every user.
         ks: Cut-offs.
         top_items: ``(users, K)`` recommended item ids behind ``hits`` (``-1`` = no item). With
-            it, ``coverage@k`` (when the catalogue size is known, from ``num_items`` or
-            ``len(item_counts)``) and ``popularity@k`` (when ``item_counts`` is given) are
-            reported too, pooled over the evaluated users (those with a relevant item), not
-            averaged per user. Alone, it adds nothing.
+            it, ``coverage@k`` (catalogue size from ``num_items`` or ``len(item_counts)``) and
+            ``popularity@k`` (with ``item_counts``) are reported too, pooled over the evaluated
+            users (those with a relevant item), not averaged per user. Alone, it adds nothing.
         item_counts: ``(num_items,)`` training count of every item.
         num_items: Catalogue size for ``coverage@k``; defaults to ``len(item_counts)``.
 
     Returns:
-        ``{"recall@10": ..., "ndcg@10": ..., ...}``: for each k, the metrics in the order of
-        :data:`METRICS`, then ``coverage@k`` and ``popularity@k`` (see
-        :func:`catalogue_coverage` and :func:`mean_popularity`, un-normalised) when they can be
-        computed (see ``top_items``); finally ``"users"`` (evaluated users) and ``"skipped_users"``
-        (users without a relevant item), both as floats so the result stays
-        ``dict[str, float]``.
+        ``{"recall@10": ..., "ndcg@10": ..., ...}``: for each k, the :data:`METRICS` in order,
+        then ``coverage@k`` and ``popularity@k`` (:func:`catalogue_coverage`,
+        :func:`mean_popularity` un-normalised) when computable (see ``top_items``); last
+        ``"users"`` (evaluated) and ``"skipped_users"`` (without a relevant item), as floats.
 
     Raises:
         ValueError: If no user has a relevant item, if ``item_counts`` or ``num_items`` come
@@ -278,6 +271,29 @@ def retrieval_metrics(
         >>> metrics["coverage@2"], metrics["popularity@2"]  # items {0, 2, 3}; (2 + 8 + 8 + 0) / 4
         (0.6, 4.5)
     """
+    hits, num_relevant, top_items, num_items, skipped = _evaluated_users(
+        hits, num_relevant, top_items, item_counts, num_items
+    )
+    result = {}
+    for k in ks:
+        padded = np.pad(hits, ((0, 0), (0, max(0, k - hits.shape[1]))))  # misses past the end
+        for name, metric in METRICS.items():
+            result[f"{name}@{k}"] = float(metric(padded, num_relevant, k).mean())
+        if top_items is not None and num_items is not None:
+            result[f"coverage@{k}"] = catalogue_coverage(top_items, num_items, k)
+        if top_items is not None and item_counts is not None:
+            result[f"popularity@{k}"] = mean_popularity(top_items, item_counts, k)
+    return result | {"users": float(hits.shape[0]), "skipped_users": float(skipped)}
+
+
+def _evaluated_users(
+    hits: np.ndarray,
+    num_relevant: np.ndarray,
+    top_items: np.ndarray | None,
+    item_counts: np.ndarray | None,
+    num_items: int | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int | None, int]:
+    """The rows of the users with a relevant item, the catalogue size, the users skipped."""
     num_relevant = np.asarray(num_relevant)
     hits = np.asarray(hits, dtype=bool)
     if top_items is None and (item_counts is not None or num_items is not None):
@@ -292,20 +308,6 @@ def retrieval_metrics(
                 f"top_items has {top_items.shape[0]} rows but hits has {hits.shape[0]}"
             )
         top_items = top_items[keep]
-    hits, num_relevant = hits[keep], num_relevant[keep]
-    if hits.shape[0] == 0:
+    if not keep.any():
         raise ValueError("no user has a relevant item: nothing to evaluate")
-    result = {}
-    for k in ks:
-        padded = hits
-        if k > hits.shape[1]:
-            padded = np.pad(hits, ((0, 0), (0, k - hits.shape[1])))
-        for name, metric in METRICS.items():
-            result[f"{name}@{k}"] = float(metric(padded, num_relevant, k).mean())
-        if top_items is not None and num_items is not None:
-            result[f"coverage@{k}"] = catalogue_coverage(top_items, num_items, k)
-        if top_items is not None and item_counts is not None:
-            result[f"popularity@{k}"] = mean_popularity(top_items, item_counts, k)
-    result["users"] = float(hits.shape[0])
-    result["skipped_users"] = float(keep.size - hits.shape[0])
-    return result
+    return hits[keep], num_relevant[keep], top_items, num_items, int((~keep).sum())

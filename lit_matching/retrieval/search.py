@@ -10,6 +10,7 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from lit_matching.data.item_sets import ItemSets
 from lit_matching.losses.similarity import FaissMetric
+from lit_matching.retrieval.validation import check_k
 
 __all__ = [
     "EXACT",
@@ -155,23 +156,26 @@ def search_top_k(
         >>> items.tolist(), scores.tolist()
         ([[1, 0, -1]], [[2.0, 1.0, -inf]])
     """
-    if not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k has to be a positive integer, got {k!r}")
+    k = check_k(k)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     if exclude is not None and exclude.num_rows != len(queries):
         raise ValueError(f"exclude has {exclude.num_rows} rows for {len(queries)} queries")
     if queries.ndim == 3:
-        users, interests, dim = queries.shape
-        if exclude is not None:
-            exclude = exclude.select(np.repeat(np.arange(users), interests))
-        items, scores = search_top_k(
-            index, queries.reshape(users * interests, dim), k, exclude, batch_size, progress
-        )
-        return merge_interests(
-            items.reshape(users, interests * k), scores.reshape(users, interests * k), k
-        )
+        return _search_interests(index, queries, k, exclude, batch_size, progress)
     if queries.ndim != 2:
         raise ValueError(f"queries must be (U, d) or (U, K, d), got shape {queries.shape}")
+    return _search_vectors(index, queries, k, exclude, batch_size, progress)
+
+
+def _search_vectors(
+    index: faiss.Index,
+    queries: np.ndarray,
+    k: int,
+    exclude: ItemSets | None,
+    batch_size: int,
+    progress: Callable[[int], None] | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`search_top_k` for ``(U, d)`` float32 queries, batch by batch."""
     sign = -1.0 if index.metric_type == faiss.METRIC_L2 else 1.0
     items = np.full((len(queries), k), -1, dtype=np.int64)
     scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
@@ -186,20 +190,49 @@ def search_top_k(
         distances, found = index.search(queries[rows], width)
         found_scores = sign * distances
         if exclude is not None:
-            drop = exclude.contains(rows[:, None], found) | (found < 0)
-            # Stable sort moves dropped entries to the end and keeps the ranking of the rest.
-            order = np.argsort(drop, axis=1, kind="stable")
-            found = np.take_along_axis(found, order, 1)
-            found_scores = np.take_along_axis(found_scores, order, 1)
-            drop = np.take_along_axis(drop, order, 1)
-            found = np.where(drop, -1, found)
-            found_scores = np.where(drop, -np.inf, found_scores)
+            found, found_scores = _drop_excluded(found, found_scores, exclude, rows)
         width = min(width, k)
         items[rows, :width] = found[:, :width]
         scores[rows, :width] = found_scores[:, :width]
         if progress is not None:
             progress(len(rows))
     return items, scores
+
+
+def _search_interests(
+    index: faiss.Index,
+    queries: np.ndarray,
+    k: int,
+    exclude: ItemSets | None,
+    batch_size: int,
+    progress: Callable[[int], None] | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`search_top_k` for ``(U, K, d)`` queries: each interest searched, then merged."""
+    users, interests, dim = queries.shape
+    if exclude is not None:
+        exclude = exclude.select(np.repeat(np.arange(users), interests))
+    items, scores = _search_vectors(
+        index, queries.reshape(users * interests, dim), k, exclude, batch_size, progress
+    )
+    return merge_interests(
+        items.reshape(users, interests * k), scores.reshape(users, interests * k), k
+    )
+
+
+def _drop_excluded(
+    found: np.ndarray, scores: np.ndarray, exclude: ItemSets, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's excluded items (and FAISS's ``-1`` fill) moved to its end as ``-1`` / ``-inf``.
+
+    ``found[i]`` are the items FAISS found for query ``rows[i]``, best first.
+    """
+    drop = exclude.contains(rows[:, None], found) | (found < 0)
+    # Stable sort moves dropped entries to the end and keeps the ranking of the rest.
+    order = np.argsort(drop, axis=1, kind="stable")
+    found = np.take_along_axis(found, order, 1)
+    scores = np.take_along_axis(scores, order, 1)
+    drop = np.take_along_axis(drop, order, 1)
+    return np.where(drop, -1, found), np.where(drop, -np.inf, scores)
 
 
 def merge_interests(items: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
