@@ -158,7 +158,7 @@ def test_streaming_frequency_estimates_item_probabilities():
 
 
 def test_streamed_frequencies_train_and_are_checkpointed(small_log):
-    from conftest import quiet_trainer
+    from helpers import quiet_trainer
 
     dm = MatchingDataModule(interactions=small_log, num_negatives=2, batch_size=32)
     model = ListwiseMatching(

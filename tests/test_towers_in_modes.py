@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import MODULES
+from helpers import MODULES
 
 from lit_matching import (
     Categorical,

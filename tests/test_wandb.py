@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import torch
 import wandb
-from conftest import quiet_trainer
 from google.protobuf.message import DecodeError
+from helpers import quiet_trainer
 from pytorch_lightning.loggers import WandbLogger
 from torch import nn
 from wandb.proto import wandb_internal_pb2
