@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import synthetic_log
+from helpers import synthetic_log
 
 from lit_matching import (
     IDEmbeddingTower,

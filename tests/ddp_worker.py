@@ -7,7 +7,7 @@ import numpy as np
 import pytorch_lightning as pl
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import synthetic_log
+from helpers import synthetic_log
 
 from lit_matching import IDEmbeddingTower, ListwiseMatching, MatchingDataModule
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import synthetic_log
+from helpers import synthetic_log
 
 from lit_matching import IDEmbeddingTower, ListwiseMatching, MatchingModule
 from lit_matching.cli import export_command, run_cli

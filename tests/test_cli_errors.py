@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import synthetic_log
+from helpers import synthetic_log
 
 from lit_matching.cli import _raw_ids, export_command, main, recommend_command, run_cli
 

@@ -1,8 +1,10 @@
 import logging
+import random
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from lit_matching import MatchingDataModule
 from lit_matching.data.interactions import IdVocabulary, index_interactions
@@ -154,22 +156,31 @@ def test_negatives_fresh_every_epoch_and_never_training_positives(small_log):
         assert not dm.train_items.contains(users[:, None], negatives).any()
     order1, order2 = np.argsort(first_users, kind="stable"), np.argsort(second_users, kind="stable")
     assert not np.array_equal(first[order1], second[order2])
-    # the same seed reproduces the same negatives
-    again = MatchingDataModule(
-        mode="listwise", interactions=small_log, batch_size=16, num_negatives=5
-    )
-    again.setup("fit")
-    import torch
 
-    torch.manual_seed(0)
-    a = epoch_negatives(again)
-    torch.manual_seed(0)
-    dm2 = MatchingDataModule(
-        mode="listwise", interactions=small_log, batch_size=16, num_negatives=5
+
+def seeded_epochs(log, seed, global_seed):
+    """Two epochs of a fresh datamodule with ``seed``, after seeding every global RNG."""
+    random.seed(global_seed)
+    np.random.seed(global_seed)  # noqa: NPY002 (the legacy global RNG is what must not matter)
+    torch.manual_seed(global_seed)
+    dm = MatchingDataModule(
+        mode="listwise", interactions=log, batch_size=16, num_negatives=5, seed=seed
     )
-    dm2.setup("fit")
-    b = epoch_negatives(dm2)
-    np.testing.assert_array_equal(a[1], b[1])
+    dm.setup("fit")
+    return [epoch_negatives(dm) for _ in range(2)]
+
+
+def test_negatives_follow_the_datamodule_seed_not_the_global_rngs(small_log):
+    # different global random, numpy and torch states, the same datamodule seed: same batches
+    reference = seeded_epochs(small_log, seed=3, global_seed=1)
+    for (users, negatives), (same_users, same_negatives) in zip(
+        reference, seeded_epochs(small_log, seed=3, global_seed=2), strict=True
+    ):
+        np.testing.assert_array_equal(users, same_users)
+        np.testing.assert_array_equal(negatives, same_negatives)
+    # the same global states, another datamodule seed: other negatives
+    other = seeded_epochs(small_log, seed=4, global_seed=1)
+    assert not np.array_equal(reference[0][1], other[0][1])
 
 
 def test_validation_tuples_are_fixed_and_avoid_known_items(small_log):

@@ -3,7 +3,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from conftest import synthetic_log
+from helpers import synthetic_log
 
 from lit_matching import MatchingDataModule
 

@@ -134,7 +134,7 @@ def test_approximate_index_reports_ann_recall():
 
 def test_test_every_n_epochs_logs_a_test_curve_during_fit(small_log):
     import pytorch_lightning as pl
-    from conftest import quiet_trainer
+    from helpers import quiet_trainer
 
     from lit_matching import IDEmbeddingTower, ListwiseMatching, MatchingDataModule
 

@@ -157,19 +157,31 @@ def test_streaming_frequency_estimates_item_probabilities():
     assert estimate[4] == 0.0  # never seen
 
 
-def test_streamed_frequencies_train_and_are_checkpointed(small_log):
-    from conftest import quiet_trainer
+def test_streamed_frequencies_train_and_are_checkpointed(small_log, tmp_path):
+    from helpers import quiet_trainer
 
     dm = MatchingDataModule(interactions=small_log, num_negatives=2, batch_size=32)
-    model = ListwiseMatching(
-        IDEmbeddingTower(dm.num_users, 8),
-        IDEmbeddingTower(dm.num_items, 8),
-        in_batch_negatives=True,
-        frequency_buckets=64,
+
+    def fresh():
+        towers = IDEmbeddingTower(dm.num_users, 8), IDEmbeddingTower(dm.num_items, 8)
+        return dict(user_tower=towers[0], item_tower=towers[1])
+
+    model = ListwiseMatching(**fresh(), in_batch_negatives=True, frequency_buckets=64)
+    trainer = quiet_trainer(max_epochs=2)
+    trainer.fit(model, dm)
+    trainer.save_checkpoint(tmp_path / "logq.ckpt")
+    loaded = ListwiseMatching.load_from_checkpoint(tmp_path / "logq.ckpt", **fresh())
+    assert model.frequency is not None and loaded.frequency is not None
+    trained = dict(model.frequency.named_buffers())
+    assert set(trained) == {"last_step", "gap", "hits", "step"}
+    assert int(trained["step"]) == trainer.global_step > 0
+    assert (trained["hits"] > 0).any() and (trained["gap"] > 0).any()
+    for name, buffer in loaded.frequency.named_buffers():  # all trained state came back
+        torch.testing.assert_close(buffer, trained[name], rtol=0, atol=0)
+    queried = torch.arange(dm.num_items)
+    torch.testing.assert_close(
+        loaded.frequency.log_q(queried, 32), model.frequency.log_q(queried, 32)
     )
-    quiet_trainer(max_epochs=2).fit(model, dm)
-    assert model.frequency is not None and int(model.frequency.step) > 0
-    assert "frequency.gap" in model.state_dict()
     with pytest.raises(ValueError, match="needs in_batch_negatives"):
         ListwiseMatching(IDEmbeddingTower(2, 2), IDEmbeddingTower(2, 2), frequency_buckets=8)
 

@@ -4,7 +4,7 @@ a last training batch of one row trains with in-batch negatives only."""
 import pandas as pd
 import pytest
 import torch
-from conftest import quiet_trainer
+from helpers import quiet_trainer
 
 from lit_matching import IDEmbeddingTower, ListwiseMatching, MatchingDataModule
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import MODULES, quiet_trainer
+from helpers import MODULES, quiet_trainer
 
 from lit_matching import (
     IDEmbeddingTower,

@@ -5,7 +5,7 @@ import io
 import numpy as np
 import pytest
 import torch
-from conftest import quiet_trainer
+from helpers import quiet_trainer
 
 from lit_matching import IDEmbeddingTower, ListwiseMatching, MatchingDataModule, RetrievalEvaluator
 from lit_matching.data.item_sets import ItemSets

@@ -31,6 +31,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from lit_matching import most_popular_metrics
 from lit_matching.cli import configs_command, recommend_command, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -216,9 +217,14 @@ def test_readme_python_blocks_run_in_order(tmp_path, monkeypatch, capsys):
         if block.language == "python":
             exec(compile(block.body, f"README.md:{block.line}", "exec"), namespace)
             outputs[block.section] = outputs.get(block.section, "") + capsys.readouterr().out
+            if block.section == "Python":  # its data: the baseline on the same test set
+                data = namespace["data"]
+                popular = most_popular_metrics(data.item_counts, data.eval_set("test"), ks=(50,))
     assert outputs["Towers"].strip() == "('gender', 'occupation', 'age')"
     assert type(namespace["users"]).__name__ == type(namespace["items"]).__name__ == "FeatureTower"
-    assert 0.0 < float(outputs["Python"].strip().splitlines()[-1]) <= 1.0  # test HR@50
+    hit_rate = float(outputs["Python"].strip().splitlines()[-1])  # test HR@50
+    # the README shows 0.203 against 0.122; unseeded, 4 runs here gave 0.18 to 0.20
+    assert hit_rate > popular["hit_rate@50"]
     served = outputs["Serving: the exported retriever"]
     assert "user_id  rank  item_id" in served and "similar_item_id" in served
     assert (tmp_path / "my_retriever" / "meta.json").exists()

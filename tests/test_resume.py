@@ -3,7 +3,7 @@
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import quiet_trainer, synthetic_log
+from helpers import quiet_trainer, synthetic_log
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 

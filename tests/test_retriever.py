@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import quiet_trainer, synthetic_log
+from helpers import quiet_trainer, synthetic_log
 
 from lit_matching import IDEmbeddingTower, ListwiseMatching, MatchingDataModule, __version__
 from lit_matching.data.item_sets import ItemSets

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import pytorch_lightning as pl
-from conftest import quiet_trainer
+from helpers import quiet_trainer
 
 from lit_matching import (
     Categorical,

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import quiet_trainer
+from helpers import quiet_trainer
 from pytorch_lightning.loggers import CSVLogger
 
 from lit_matching import (

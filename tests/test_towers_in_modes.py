@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import MODULES
+from helpers import MODULES
 
 from lit_matching import (
     Categorical,
@@ -19,6 +19,7 @@ from lit_matching import (
     RetrievalEvaluator,
     Retriever,
     SelfAttentionTower,
+    most_popular_metrics,
 )
 
 DIM = 16
@@ -115,7 +116,9 @@ def test_tower_trains_in_mode(small_log, mode, kind):
         callbacks=[evaluator],
     ).fit(model, dm)
     assert mean_loss(model, batches) < 0.8 * before
-    assert 0.0 <= evaluator.results["val"]["hit_rate@5"] <= 1.0
+    popular = most_popular_metrics(dm.item_counts, dm.eval_set("val"), ks=(5,))
+    # users like one item half: popularity hits 0.175, any tower that learns the halves 0.55+
+    assert evaluator.results["val"]["hit_rate@5"] > popular["hit_rate@5"] + 0.25
     # export encodes every user with its full history
     retriever = Retriever.from_module(model, dm)
     interests = (3,) if kind in ("multi_interest", "routing") else ()

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import torch
 import wandb
-from conftest import quiet_trainer
 from google.protobuf.message import DecodeError
+from helpers import quiet_trainer
 from pytorch_lightning.loggers import WandbLogger
 from torch import nn
 from wandb.proto import wandb_internal_pb2
@@ -167,7 +167,10 @@ def test_fit_and_test_write_metrics_config_table_and_retriever_to_an_offline_run
     assert run.config["learning_rate"] == 0.05
     assert len(logged(run, "train/loss")) == trainer.global_step  # every step
     temperatures = logged(run, "train/temperature")
-    assert len(temperatures) == trainer.global_step and 0.01 <= temperatures[-1] <= 1.0
+    assert len(temperatures) == trainer.global_step
+    # logged before each step's update: the initial value first, then the learned one
+    assert temperatures[0] == pytest.approx(0.2) and temperatures[-1] != pytest.approx(0.2)
+    assert 0.01 <= temperatures[-1] <= 1.0
     assert len(logged(run, "val/loss")) == len(logged(run, "val/recall@10")) == 2  # per epoch
     assert logged(run, "test/recall@10") == [pytest.approx(evaluator.results["test"]["recall@10"])]
     assert logged(run, "test/ndcg@5") == [pytest.approx(evaluator.results["test"]["ndcg@5"])]
