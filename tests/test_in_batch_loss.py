@@ -124,24 +124,20 @@ def test_listwise_matching_composes_the_in_batch_loss(similarity):
         temperature=0.2,
         in_batch_negatives=True,
     )
-    log_q = torch.log(torch.rand(9) + 0.05)
-    pos, neg = torch.tensor([4, 4, 7, 1]), torch.tensor([[0, 4], [8, 2], [7, 3], [5, 5]])
-    batch = {
-        "users": torch.tensor([0, 1, 2, 3]),
-        "pos_items": pos,
-        "neg_items": neg,
-        "pos_log_q": log_q[pos],
-        "neg_batch_log_q": log_q[neg],
-        "pos_sampler_log_q": log_q.flip(0)[pos],
-        "neg_log_q": log_q.flip(0)[neg],
-    }
-    candidate_ids = torch.cat([pos, neg.flatten()])
-    counts = log_expected_count(log_q[candidate_ids], 3, log_q.flip(0)[candidate_ids], 8)
+    # the batch-level and sampler log-probabilities of the 9 items: any two will do
+    batch_q, sampler_q = torch.log(torch.rand(2, 9) + 0.05)
+    neg = SAMPLED.view(-1, 1)  # one sampled negative per row
+    batch = {"users": torch.arange(5), "pos_items": POSITIVES, "neg_items": neg}
+    batch |= {"pos_log_q": batch_q[POSITIVES], "neg_batch_log_q": batch_q[neg]}
+    batch |= {"pos_sampler_log_q": sampler_q[POSITIVES], "neg_log_q": sampler_q[neg]}
+    candidate_ids = torch.cat([POSITIVES, SAMPLED])
+    # 4 other positives and 5 sampled negatives per row
+    counts = log_expected_count(batch_q[candidate_ids], 4, sampler_q[candidate_ids], 5)
     users = model.encode_users(batch["users"])
     candidates = model.encode_items(candidate_ids)
     scores = model.similarity.on_prepared()
     reference = reference_in_batch_loss(
-        users, candidates, candidate_ids, pos, 0, 0.2, counts, scores
+        users, candidates, candidate_ids, POSITIVES, 0, 0.2, counts, scores
     )
     params = list(model.parameters())
     loss = model.compute_loss(batch)
