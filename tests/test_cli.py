@@ -10,13 +10,13 @@ import torch
 import yaml
 
 from lit_matching.cli import (
-    _resolve_configs,
     config_description,
     configs_command,
     packaged_config,
     packaged_configs,
     run_cli,
 )
+from lit_matching.cli.configs import _resolve_configs
 
 
 @pytest.fixture(autouse=True)

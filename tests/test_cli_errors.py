@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from helpers import synthetic_log
 
-from lit_matching.cli import _raw_ids, export_command, main, recommend_command, run_cli
+from lit_matching.cli import export_command, main, recommend_command, run_cli
+from lit_matching.cli.commands import _raw_ids
 
 QUIET = [
     "--trainer.max_epochs=1",

@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["bce_loss", "bpr_loss", "softmax_loss"]
+__all__ = ["bce_loss", "bpr_loss", "check_temperature", "softmax_loss"]
 
 
-def _check_temperature(temperature: float | Tensor) -> None:
+def check_temperature(temperature: float | Tensor) -> None:
+    """Raise ``ValueError`` for a float temperature that is not positive (tensors pass)."""
     if not isinstance(temperature, Tensor) and not temperature > 0:
         raise ValueError(f"temperature has to be positive, got {temperature}")
 
@@ -42,7 +43,7 @@ def bce_loss(scores: Tensor, labels: Tensor, temperature: float | Tensor = 1.0) 
         >>> bce_loss(torch.tensor([2.0, -1.0]), torch.tensor([1.0, 0.0]))
         tensor(0.2201)
     """
-    _check_temperature(temperature)
+    check_temperature(temperature)
     return F.binary_cross_entropy_with_logits(scores / temperature, labels.to(scores.dtype))
 
 
@@ -65,7 +66,7 @@ def bpr_loss(pos_scores: Tensor, neg_scores: Tensor, temperature: float | Tensor
         >>> bpr_loss(torch.tensor([1.0]), torch.tensor([[0.0, 1.0]]))
         tensor(0.5032)
     """
-    _check_temperature(temperature)
+    check_temperature(temperature)
     if neg_scores.dim() > pos_scores.dim():
         pos_scores = pos_scores.unsqueeze(-1)
     return -F.logsigmoid((pos_scores - neg_scores) / temperature).mean()
@@ -98,7 +99,7 @@ def softmax_loss(logits: Tensor, temperature: float | Tensor = 1.0) -> Tensor:
         >>> f"{softmax_loss(logits, temperature=0.2).item():.2e}"
         '1.36e-04'
     """
-    _check_temperature(temperature)
+    check_temperature(temperature)
     target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
     # Masked columns stay -inf without being divided: the gradient of -inf / t with respect to
     # a learned t would be NaN even where the softmax gives the column no weight.

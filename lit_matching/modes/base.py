@@ -11,6 +11,9 @@ module                      batch (from ``MatchingDataModule``)    loss
 :class:`PairwiseMatching`   ``users, pos_items, neg_items[N]``     :func:`~losses.bpr_loss`
 :class:`ListwiseMatching`   ``users, pos_items, neg_items[N]``     :func:`~losses.softmax_loss`
 ==========================  =====================================  ==========================
+
+With ``in_batch_negatives``, :class:`ListwiseMatching`'s loss is
+:func:`~lit_matching.losses.in_batch.in_batch_softmax_loss`.
 """
 
 from __future__ import annotations
@@ -36,8 +39,10 @@ class MatchingModule(pl.LightningModule):
     """Base of the two-tower modules: towers, similarity, encoding, optimiser, logging.
 
     Args:
-        user_tower: Maps a batch of user indices to vectors.
-        item_tower: Maps a batch of item indices to vectors of the same size.
+        user_tower: Maps a batch of user features (``{"ids": ...}`` and, from the data, e.g.
+            ``"history"``; see :mod:`lit_matching.towers.id`) to vectors.
+        item_tower: Maps a batch of item features (``{"ids": ...}``) to vectors of the same
+            size.
         similarity: ``"cosine"``, ``"dot"`` or ``"euclidean"``.
         temperature: Divides the scores in the loss (the initial value when learned).
         learn_temperature: Learn the temperature (as its logarithm, with the towers), clamped

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from typing_extensions import override
 
 from lit_matching.losses.gather import RankGather
+from lit_matching.losses.in_batch import in_batch_logits, in_batch_softmax_loss
 from lit_matching.losses.logq import StreamingFrequency, log_expected_count
 from lit_matching.losses.objectives import softmax_loss
 from lit_matching.losses.similarity import SimilarityName
@@ -20,25 +22,26 @@ class ListwiseMatching(MatchingModule):
     """List-wise training: softmax cross-entropy over the positive and its negatives.
 
     Each row contrasts ``s(u, pos)`` (column 0) with negatives. By default these are the row's
-    own ``N`` sampled negatives. With ``in_batch_negatives`` every row instead contrasts with
-    the whole batch's items: all positives and all sampled negatives of the batch, gathered
-    from every DDP rank (gradients flow back to the rank that encoded them; see
-    :mod:`lit_matching.losses.gather`), so the batch is the global one. Any candidate equal to
-    the row's own positive (an accidental hit, the row's own positive column included) is
-    masked out. L2 normalisation (``similarity="cosine"``) with a small temperature is the
-    recommended setting.
+    own ``N`` sampled negatives (:func:`~lit_matching.losses.objectives.softmax_loss`). With
+    ``in_batch_negatives`` every row instead contrasts with the whole batch's items: all
+    positives and all sampled negatives of the batch, gathered from every DDP rank (gradients
+    flow back to the rank that encoded them; see :mod:`lit_matching.losses.gather`), so the
+    batch is the global one. Any candidate equal to the row's own positive (an accidental hit)
+    is masked out (:func:`~lit_matching.losses.in_batch.in_batch_softmax_loss`). L2
+    normalisation (``similarity="cosine"``) with a small temperature is the recommended
+    setting.
 
     In-batch negatives follow item popularity and a popularity sampler follows
     ``count^alpha``; without a sampling-bias (log-Q) correction they push popular items down.
-    The correction (:mod:`lit_matching.losses.logq`, applied in training) subtracts ``log E[count]``
-    of each negative among the row's negatives, under the mixture of the batch's sources, from
-    its logit. On the
-    embedded MovieLens data, 8 uniform negatives reach a test HR@50 of about 0.21 and
-    uncorrected in-batch negatives about 0.15 (the most-popular baseline: 0.12).
+    The correction (:mod:`lit_matching.losses.logq`, applied in training) subtracts
+    ``log E[count]`` of each negative among the row's negatives, under the mixture of the
+    batch's sources, from its logit. ``docs/benchmarks.md`` ("Negatives and log-Q correction")
+    compares the choices on the embedded MovieLens data.
 
     Args:
-        user_tower: Maps user indices to vectors.
-        item_tower: Maps item indices to vectors.
+        user_tower: Maps user features (``{"ids": ...}`` and, from the data, e.g.
+            ``"history"``; see :mod:`lit_matching.towers.id`) to vectors.
+        item_tower: Maps item features (``{"ids": ...}``) to vectors.
         similarity: ``"cosine"``, ``"dot"`` or ``"euclidean"``.
         temperature: Divides the logits; ``scale = 1 / temperature``.
         learn_temperature: Learn the temperature; see :class:`MatchingModule`.
@@ -138,29 +141,31 @@ class ListwiseMatching(MatchingModule):
 
         ``M`` is ``N`` (the row's sampled negatives) or, with ``in_batch_negatives``,
         ``B_global * (1 + N)`` (every positive, then every sampled negative of the global
-        batch). Accidental hits are ``-inf``; with log-Q correction (in training only: it is
-        a device of the sampled softmax, and validation may hold items of no training
-        frequency) each negative is lowered by ``temperature * log E[count]``, so that after
-        the division by the temperature the logit is ``s / t - log E[count]``.
+        batch). Accidental hits (the row's own positive among the candidates included) are
+        ``-inf``; with log-Q correction (in training only: it is a device of the sampled
+        softmax, and validation may hold items of no training frequency) each negative is
+        lowered by ``temperature * log E[count]``, so that after the division by the
+        temperature the logit is ``s / t - log E[count]``. :meth:`compute_loss` is
+        :func:`~lit_matching.losses.objectives.softmax_loss` of these logits.
         """
-        neg_ids = batch["neg_items"]
-        if neg_ids.shape[1] == 0 and not self.in_batch_negatives:
+        if batch["neg_items"].shape[1] == 0 and not self.in_batch_negatives:
             raise ValueError(
                 "the batch has no sampled negatives and in_batch_negatives is off, so the "
                 "softmax has nothing to contrast: set num_negatives > 0 or in_batch_negatives"
             )
         users, pos_items, neg_items = self._encode(batch)
         positive = self._scores.rowwise(users, pos_items).unsqueeze(1)
-        corrects = self.training and self._corrects(batch)
         if not self.in_batch_negatives:
             negatives = self._scores.rowwise(users.unsqueeze(1), neg_items)
-            if corrects:
+            if self.training and self._corrects(batch):
                 self._need(batch, ("neg_log_q",))
-                count = log_expected_count(None, 0, batch["neg_log_q"], neg_ids.shape[1])
+                count = log_expected_count(None, 0, batch["neg_log_q"], neg_items.shape[1])
                 negatives = negatives - self.temperature * count
             return torch.cat([positive, negatives], dim=1)
 
-        scaled, own = self._in_batch_scaled_logits(batch, users, pos_items, neg_items, corrects)
+        inputs = self._in_batch_inputs(batch, users, pos_items, neg_items)
+        scaled = in_batch_logits(**inputs)
+        own = torch.arange(len(scaled), device=scaled.device) + inputs["offset"]
         masked = torch.isneginf(scaled).scatter_(1, own.unsqueeze(1), True)  # own positive too
         # Back to scores without multiplying -inf (a learned temperature's gradient: NaN).
         negatives = (scaled.masked_fill(masked, 0.0) * self.temperature).masked_fill(
@@ -175,43 +180,39 @@ class ListwiseMatching(MatchingModule):
         users = self.select_interest(self.encode_users(self.batch_users(batch)), pos_items)
         return users, pos_items, neg_items
 
-    def _in_batch_scaled_logits(
-        self,
-        batch: dict[str, Tensor],
-        users: Tensor,
-        pos_items: Tensor,
-        neg_items: Tensor,
-        corrects: bool,
-    ) -> tuple[Tensor, Tensor]:
-        """In-batch logits already divided by the temperature, and each row's own column.
+    def _in_batch_inputs(
+        self, batch: dict[str, Tensor], users: Tensor, pos_items: Tensor, neg_items: Tensor
+    ) -> dict[str, Any]:
+        """The arguments of :func:`~lit_matching.losses.in_batch.in_batch_logits` for a batch.
 
-        ``(B, M)`` scores of every row against the global batch's candidates (every positive,
-        then every sampled negative). A row's own positive is its candidate column
-        ``offset + row``, left exact, so that the loss is a plain cross-entropy with that
-        column as the target: no separate positive column, and every ``(B, M)`` step after the
-        matrix product is done in place. Accidental hits are ``-inf``, masked after the
-        division (a learned temperature's gradient would be NaN through ``-inf / t``).
+        The candidates are the global batch's positives, then its sampled negatives (gathered
+        from every rank); row ``b``'s own positive is column ``offset + b``. In training, with
+        log-Q correction, each candidate's ``log E[count]`` under the mixture of the in-batch
+        and the sampled negatives.
         """
         pos_ids, neg_ids = batch["pos_items"], batch["neg_items"]
         gather = RankGather(len(pos_ids), pos_ids.device)
-        num_sampled = neg_ids.shape[1]
         candidates = torch.cat([gather(pos_items), gather(neg_items).flatten(0, 1)])
         candidate_ids = torch.cat([gather(pos_ids), gather(neg_ids).flatten()])
-        rows = torch.arange(len(pos_ids), device=pos_ids.device)
-        own = rows + gather.offset
-        logits = self._scores.scaled_matrix(users, candidates, self.temperature)
-        if corrects and gather.total * (1 + num_sampled) > 1:  # a lone row has no negatives
+        count = None
+        # A lone row without sampled negatives has no negatives to correct.
+        if self.training and self._corrects(batch) and len(candidate_ids) > 1:
             count = log_expected_count(
                 self._batch_log_q(batch, gather, candidate_ids),
                 gather.total - 1,
                 self._sampler_log_q(batch, gather),
-                gather.total * num_sampled,
+                gather.total * neg_ids.shape[1],
             )
-            logits.sub_(count)
-            logits.diagonal(gather.offset).add_(count[own])  # the positive stays exact
-        hits = candidate_ids.unsqueeze(0) == pos_ids.unsqueeze(1)
-        hits[rows, own] = False
-        return logits.masked_fill_(hits, float("-inf")), own
+        return {
+            "queries": users,
+            "candidates": candidates,
+            "candidate_ids": candidate_ids,
+            "positive_ids": pos_ids,
+            "offset": gather.offset,
+            "temperature": self.temperature,
+            "log_expected_counts": count,
+            "similarity": self._scores,
+        }
 
     def _batch_log_q(self, batch: dict[str, Tensor], gather: RankGather, ids: Tensor) -> Tensor:
         """In-batch (positive) log-probability of each candidate: data or streamed."""
@@ -233,8 +234,6 @@ class ListwiseMatching(MatchingModule):
     def compute_loss(self, batch: dict[str, Tensor]) -> Tensor:
         if not self.in_batch_negatives:
             return softmax_loss(self.logits(batch), self.temperature)
-        # softmax_loss(self.logits(batch), t) without the (B, 1 + M) copies: ~3x faster.
+        # The loss of logits(batch) without its (B, 1 + M) copies.
         users, pos_items, neg_items = self._encode(batch)
-        corrects = self.training and self._corrects(batch)
-        logits, own = self._in_batch_scaled_logits(batch, users, pos_items, neg_items, corrects)
-        return F.cross_entropy(logits, own)
+        return in_batch_softmax_loss(**self._in_batch_inputs(batch, users, pos_items, neg_items))

@@ -17,8 +17,9 @@ class PairwiseMatching(MatchingModule):
     With ``N`` negatives per positive, every ``(positive, negative)`` pair counts once.
 
     Args:
-        user_tower: Maps user indices to vectors.
-        item_tower: Maps item indices to vectors.
+        user_tower: Maps user features (``{"ids": ...}`` and, from the data, e.g.
+            ``"history"``; see :mod:`lit_matching.towers.id`) to vectors.
+        item_tower: Maps item features (``{"ids": ...}``) to vectors.
         similarity: ``"cosine"``, ``"dot"`` or ``"euclidean"``.
         temperature: Divides the score gap ``s_pos - s_neg``.
         learn_temperature: Learn the temperature; see :class:`MatchingModule`.

@@ -17,8 +17,9 @@ class PointwiseMatching(MatchingModule):
     """Point-wise training: binary cross-entropy on ``(user, item, label)`` scores.
 
     Args:
-        user_tower: Maps user indices to vectors.
-        item_tower: Maps item indices to vectors.
+        user_tower: Maps user features (``{"ids": ...}`` and, from the data, e.g.
+            ``"history"``; see :mod:`lit_matching.towers.id`) to vectors.
+        item_tower: Maps item features (``{"ids": ...}``) to vectors.
         similarity: ``"cosine"``, ``"dot"`` or ``"euclidean"``.
         temperature: Divides the scores before the sigmoid (cosine scores need well under 1).
         learn_temperature: Learn the temperature; see :class:`MatchingModule`.

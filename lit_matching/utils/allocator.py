@@ -9,7 +9,8 @@ ms per step on one core, 49,000 page faults a step, half the time in the kernel)
 glibc's mmap off for large blocks and raising its trim threshold keeps freed memory in the
 process for the next step, at the price of a higher resident set (the peak stays allocated).
 
-:class:`~lit_matching.modes.base.MatchingModule` applies it when fitting on CPU; set the
+:class:`~lit_matching.modes.base.MatchingModule` applies it when fitting on CPU (the device is
+known only then), so a fit from Python and one from ``lit-matching`` both get it; set the
 environment variable ``LIT_MATCHING_MALLOC=default`` to keep glibc's own settings.
 """
 

@@ -1,34 +1,13 @@
-"""The ``lit-matching`` command: LightningCLI over the matching modules and data.
+"""The LightningCLI of ``lit-matching``: sizes from the data, run directory, config, metrics.
 
-``lit-matching fit`` with no arguments trains the list-wise model on the embedded MovieLens
-data with the packaged ``listwise`` config, evaluates the best checkpoint on validation and
-test, prints a table of retrieval metrics next to the most-popular baseline, and exports the
-model as a retriever directory (``<log dir>/retriever``). ``--config NAME`` selects a packaged
-config (``lit-matching configs`` lists them) or any YAML file; every value can be overridden on
-the command line (``--trainer.max_epochs 5``), and ``--print_config`` prints the result.
-
-Besides LightningCLI's ``fit``, ``validate``, ``test`` and ``predict``:
-
-* ``lit-matching configs`` lists the packaged configs, one line each; ``lit-matching configs
-  NAME`` prints one (a starting point for your own YAML file);
-* ``lit-matching export --config CFG --ckpt_path CKPT --output DIR [--overwrite]`` exports a
-  checkpoint (``CFG`` may be the ``config.yaml`` a run saved; the checkpoint is read with
-  ``weights_only=True``: nothing in it is unpickled but tensors and plain values);
-* ``lit-matching recommend DIR --user ID [--user ID ...] [--k 10] [--include-seen]`` prints
-  recommendations from an exported directory (``--item ID`` prints similar items); ids are
-  read as the type of the exported ids (``--user 1.0`` for float ids).
-
-A fit with a ``RetrievalEvaluator`` whose data holds no validation or test interaction stops
-before training. A user error (a bad file, value or id, an unsafe checkpoint) prints
-``lit-matching: error: MESSAGE`` to stderr and exits with status 1; set the environment
-variable ``LIT_MATCHING_TRACEBACK=1`` for the full traceback. Unexpected exceptions (bugs) keep
-their traceback.
+:class:`MatchingCLI` fills the towers' vocabulary sizes from the data, refuses a fit that
+could not be evaluated, and after a fit evaluates, prints the metrics table
+(:func:`format_metrics_table`) and exports the retriever; :class:`RunConfigSaver` saves the
+config in :func:`run_dir`.
 """
 
 from __future__ import annotations
 
-import argparse
-import inspect
 import os
 import pickle
 import sys
@@ -36,105 +15,29 @@ import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytorch_lightning as pl
-import torch
 import yaml
 from jsonargparse import ArgumentParser, Namespace
-from lightning_fabric.utilities.exceptions import MisconfigurationException
-from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
+from lit_matching.cli.configs import _resolve_configs
 from lit_matching.data.datamodule import MatchingDataModule
 from lit_matching.modes.base import MatchingModule
 from lit_matching.retrieval.evaluation import RetrievalEvaluator, most_popular_metrics
-from lit_matching.serving.retriever import Retriever, export_retriever
+from lit_matching.serving.retriever import export_retriever
 
-__all__ = [
-    "MatchingCLI",
-    "RunConfigSaver",
-    "config_description",
-    "format_metrics_table",
-    "main",
-    "packaged_config",
-    "packaged_configs",
-    "run_cli",
-    "run_dir",
-]
+__all__ = ["MatchingCLI", "RunConfigSaver", "format_metrics_table", "run_cli", "run_dir"]
 
-_SUBCOMMANDS = ("fit", "validate", "test", "predict")
-DEFAULT_CONFIG = "listwise"
 _DESCRIPTION = (
     "Train and evaluate two-tower retrieval models. --config NAME picks a packaged config "
     "(list them with `lit-matching configs`) or a YAML file. Other commands: "
     "`lit-matching configs [NAME]`, `lit-matching export --config CFG --ckpt_path CKPT "
     "--output DIR`, `lit-matching recommend DIR --user ID [--k 10]`."
 )
-
-
-def packaged_configs() -> list[str]:
-    """Names of the configs shipped with the package.
-
-    Example:
-        >>> packaged_configs()
-        ['gowalla', 'listwise', 'ml100k-features', 'pairwise', 'pointwise', 'sequence']
-    """
-    folder = files("lit_matching") / "configs"
-    names = (p.name for p in folder.iterdir())
-    return sorted(name.removesuffix(".yaml") for name in names if name.endswith(".yaml"))
-
-
-def packaged_config(name: str) -> str:
-    """Path of the packaged config ``name`` (with or without ``.yaml``).
-
-    Example:
-        >>> Path(packaged_config("pairwise")).name
-        'pairwise.yaml'
-    """
-    name = name.removesuffix(".yaml")
-    if name not in packaged_configs():
-        raise ValueError(f"no packaged config {name!r}; packaged: {packaged_configs()}")
-    return str(files("lit_matching") / "configs" / f"{name}.yaml")
-
-
-def config_description(name: str) -> str:
-    """What the packaged config ``name`` trains: the first line of its header comment.
-
-    Example:
-        >>> config_description("pairwise")
-        'Pair-wise two-tower MF (ID towers), embedded MovieLens ml-latest-small.'
-    """
-    for line in Path(packaged_config(name)).read_text().splitlines():
-        if not line.startswith("#"):
-            break
-        if text := line.lstrip("#").strip():
-            return text
-    return ""
-
-
-def _resolve_configs(args: list[str]) -> list[str]:
-    """Map ``--config NAME`` to packaged files; add the default config to a bare subcommand."""
-    resolved = list(args)
-    has_config = False
-    for i, arg in enumerate(resolved):
-        flag, _, inline = arg.partition("=")
-        if flag not in ("--config", "-c"):
-            continue
-        has_config = True
-        value_at = i if inline else i + 1
-        value = inline or (resolved[value_at] if value_at < len(resolved) else "")
-        # A folder named like a config (e.g. the data folder ./gowalla) is not a config file.
-        packaged = value.removesuffix(".yaml") in packaged_configs()
-        if value and packaged and not Path(value).is_file():
-            path = packaged_config(value)
-            resolved[value_at] = f"{flag}={path}" if inline else path
-    if not has_config and resolved and resolved[0] in _SUBCOMMANDS:
-        resolved[1:1] = ["--config", packaged_config(DEFAULT_CONFIG)]
-    return resolved
 
 
 def format_metrics_table(columns: dict[str, dict[str, float]]) -> str:
@@ -233,27 +136,6 @@ def _unsafe_checkpoint(path: str | os.PathLike[str], error: Exception) -> ValueE
         f"and plain values, and loading them could run code ({what}). Checkpoints written by "
         "lit_matching never do; this one was altered or written by other code"
     )
-
-
-def _load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a checkpoint on the CPU without unpickling anything but tensors and plain values.
-
-    Raises:
-        FileNotFoundError: No such file.
-        ValueError: The file holds other objects (naming the file and what torch refused), or
-            is no checkpoint.
-    """
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise _unsafe_checkpoint(path, error) from error
-    except Exception as error:  # torch raises KeyError, RuntimeError... for other files
-        raise ValueError(f"{path} is not a readable checkpoint ({error!r})") from error
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ValueError(f"{path} is not a Lightning checkpoint (no state_dict)")
-    return checkpoint
 
 
 class RunConfigSaver(SaveConfigCallback):
@@ -434,204 +316,3 @@ def run_cli(args: Sequence[str] | None = None) -> MatchingCLI:
         parser_kwargs={"description": _DESCRIPTION},
         auto_configure_optimizers=False,
     )
-
-
-def _raw_ids(values: Sequence[str], known: Sequence[Any]) -> list[Any]:
-    """Command-line strings as ids of the types the retriever holds.
-
-    Each string becomes the first of its conversions to the types of the known ids (``int``,
-    ``float``, ``str``, numpy scalars...) that is a known id; a string that is none is kept as
-    given, for the lookup to name as unknown.
-
-    Example:
-        >>> _raw_ids(["1", "2.5", "x"], [1.0, 2.5])
-        [1.0, 2.5, 'x']
-    """
-    kinds = [kind for kind in dict.fromkeys(map(type, known)) if kind is not bool]
-    known_ids = set(known)
-    raw: list[Any] = []
-    for value in values:
-        for kind in kinds:
-            try:
-                candidate = kind(value)
-            except (TypeError, ValueError, OverflowError):
-                continue
-            if candidate in known_ids:
-                raw.append(candidate)
-                break
-        else:
-            raw.append(value)
-    return raw
-
-
-def recommend_command(args: Sequence[str]) -> None:
-    """``lit-matching recommend DIR --user ID ...``: print recommendations as a table."""
-    parser = argparse.ArgumentParser(
-        prog="lit-matching recommend",
-        description="Recommendations (or similar items) from an exported retriever directory.",
-    )
-    parser.add_argument("directory", help="a directory written by fit or export")
-    parser.add_argument("--user", action="append", default=[], help="raw user id (repeatable)")
-    parser.add_argument("--item", action="append", default=[], help="raw item id: similar items")
-    parser.add_argument("--k", type=int, default=None, help="results per id (default: 10)")
-    parser.add_argument("--include-seen", action="store_true", help="do not drop seen items")
-    options = parser.parse_args(args)
-    if not options.user and not options.item:
-        parser.error("give at least one --user or --item")
-    retriever = Retriever.load(options.directory)
-    with pd.option_context("display.max_rows", None, "display.width", 120):
-        if options.user:
-            users = _raw_ids(options.user, retriever.user_ids)
-            print(
-                retriever.recommend(
-                    users, options.k, exclude_seen=not options.include_seen
-                ).to_string(index=False)
-            )
-        if options.item:
-            items = _raw_ids(options.item, retriever.item_ids)
-            print(retriever.similar_items(items, options.k).to_string(index=False))
-
-
-class _ExportCLI(MatchingCLI):
-    """The parser of a fit, which also accepts (and ignores) the subcommands' own arguments.
-
-    A run's saved ``config.yaml`` holds them (``ckpt_path``, ``weights_only``...); export
-    reads the checkpoint given on its command line.
-    """
-
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        """Add the arguments of the ``Trainer`` methods behind the subcommands."""
-        super().add_arguments_to_parser(parser)
-        for name in _subcommand_arguments():
-            parser.add_argument(f"--{name}", type=Any, default=None, help="ignored by export")
-
-
-def _subcommand_arguments() -> list[str]:
-    """Arguments LightningCLI's subcommands take from their ``Trainer`` method (not the model)."""
-    names: dict[str, None] = {}
-    for subcommand, skipped in LightningCLI.subcommands().items():
-        parameters = inspect.signature(getattr(pl.Trainer, subcommand)).parameters
-        names |= dict.fromkeys(name for name in parameters if name not in {"self", *skipped})
-    return list(names)
-
-
-def export_command(args: Sequence[str]) -> None:
-    """``lit-matching export --config CFG --ckpt_path CKPT --output DIR [overrides]``."""
-    parser = argparse.ArgumentParser(
-        prog="lit-matching export",
-        description="Export a checkpoint as a retriever directory (embeddings, ids, FAISS "
-        "index, meta.json). Other arguments are LightningCLI overrides of the config (the "
-        "config.yaml a fit saved works; its ckpt_path is ignored).",
-    )
-    parser.add_argument("--ckpt_path", required=True)
-    parser.add_argument("--output", required=True)
-    parser.add_argument("--index", default="Flat", help="FAISS index-factory string")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    options, rest = parser.parse_known_args(args)
-    # Before preparing the data: an existing output or a bad checkpoint need not wait for it.
-    if Path(options.output).exists() and not options.overwrite:
-        raise FileExistsError(f"{options.output} exists; pass --overwrite to replace it")
-    checkpoint = _load_checkpoint(options.ckpt_path)
-    cli = _ExportCLI(
-        MatchingModule,
-        MatchingDataModule,
-        subclass_mode_model=True,
-        args=_resolve_configs(["fit", *rest])[1:],  # the config of a fit, without running it
-        run=False,
-        auto_configure_optimizers=False,
-    )
-    cli.datamodule.load_state_dict(checkpoint.get("MatchingDataModule", {}))
-    cli.model.load_state_dict(checkpoint["state_dict"])
-    path = export_retriever(
-        cli.model, cli.datamodule, options.output, index=options.index, overwrite=options.overwrite
-    )
-    print(f"Retriever exported to {path}")
-
-
-def configs_command(args: Sequence[str]) -> None:
-    """``lit-matching configs [NAME]``: list the packaged configs, or print one."""
-    parser = argparse.ArgumentParser(
-        prog="lit-matching configs",
-        description="List the packaged configs (one line each), or print the YAML file of one.",
-    )
-    parser.add_argument("name", nargs="?", choices=packaged_configs(), help="config to print")
-    options = parser.parse_args(args)
-    if options.name:
-        print(Path(packaged_config(options.name)).read_text(), end="")
-        return
-    names = packaged_configs()
-    width = max(len(name) for name in names)
-    for name in names:
-        default = " (default)" if name == DEFAULT_CONFIG else ""
-        print(f"{name:<{width}}  {config_description(name)}{default}")
-    hints = {
-        "Train one:": "lit-matching fit --config NAME",
-        "Print it with every default:": "lit-matching fit --config NAME --print_config",
-    }
-    width = max(len(hint) for hint in hints)
-    print("\n" + "\n".join(f"{hint:<{width}} {command}" for hint, command in hints.items()))
-
-
-_EXTRA_COMMANDS = {
-    "configs": configs_command,
-    "recommend": recommend_command,
-    "export": export_command,
-}
-
-
-#: Errors in what the user gave (files, values, ids, checkpoints): a message, no traceback.
-#: ``FloatingPointError`` is the non-finite loss guard; anything else is a bug and keeps its
-#: traceback.
-_USER_ERRORS = (
-    ValueError,
-    KeyError,
-    OSError,
-    FloatingPointError,
-    pickle.UnpicklingError,
-    MisconfigurationException,
-)
-_TRACEBACK_VARIABLE = "LIT_MATCHING_TRACEBACK"
-
-
-def _message(error: BaseException) -> str:
-    """An exception's message (``KeyError`` quotes its argument: not here)."""
-    if isinstance(error, KeyError) and len(error.args) == 1:
-        return str(error.args[0])
-    return str(error) or type(error).__name__
-
-
-def _run_command(argv: Sequence[str]) -> None:
-    if argv and argv[0] in _EXTRA_COMMANDS:
-        _EXTRA_COMMANDS[argv[0]](argv[1:])
-        return
-    # Deprecations inside Lightning's own calls (jsonargparse, torch pytree) are not the user's.
-    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-    run_cli()
-
-
-def main() -> None:
-    """Entry point of the ``lit-matching`` console script.
-
-    A user error (a bad file, value or id, an unsafe checkpoint; see ``_USER_ERRORS``) prints
-    ``lit-matching: error: MESSAGE`` and exits with status 1; ``LIT_MATCHING_TRACEBACK=1``
-    shows the full traceback instead. Other exceptions (bugs) keep their traceback. DDP
-    worker processes run this same function, so each reports its own error the same way.
-    """
-    try:
-        _run_command(sys.argv[1:])
-    except _USER_ERRORS as error:
-        if os.environ.get(_TRACEBACK_VARIABLE, "") not in ("", "0"):
-            raise
-        rank = os.environ.get("LOCAL_RANK", "0")
-        where = f" (rank {rank})" if rank != "0" else ""
-        print(
-            f"lit-matching: error{where}: {_message(error)}\n"
-            f"({_TRACEBACK_VARIABLE}=1 shows the traceback)",
-            file=sys.stderr,
-        )
-        sys.exit(1)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

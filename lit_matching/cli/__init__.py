@@ -1,0 +1,127 @@
+"""The ``lit-matching`` command: LightningCLI over the matching modules and data.
+
+``lit-matching fit`` with no arguments trains the list-wise model on the embedded MovieLens
+data with the packaged ``listwise`` config, evaluates the best checkpoint on validation and
+test, prints a table of retrieval metrics next to the most-popular baseline, and exports the
+model as a retriever directory (``<log dir>/retriever``). ``--config NAME`` selects a packaged
+config (``lit-matching configs`` lists them) or any YAML file; every value can be overridden on
+the command line (``--trainer.max_epochs 5``), and ``--print_config`` prints the result.
+
+Besides LightningCLI's ``fit``, ``validate``, ``test`` and ``predict``:
+
+* ``lit-matching configs`` lists the packaged configs, one line each; ``lit-matching configs
+  NAME`` prints one (a starting point for your own YAML file);
+* ``lit-matching export --config CFG --ckpt_path CKPT --output DIR [--overwrite]`` exports a
+  checkpoint (``CFG`` may be the ``config.yaml`` a run saved; the checkpoint is read with
+  ``weights_only=True``: nothing in it is unpickled but tensors and plain values);
+* ``lit-matching recommend DIR --user ID [--user ID ...] [--k 10] [--include-seen]`` prints
+  recommendations from an exported directory (``--item ID`` prints similar items); ids are
+  read as the type of the exported ids (``--user 1.0`` for float ids).
+
+A fit with a ``RetrievalEvaluator`` whose data holds no validation or test interaction stops
+before training. A user error (a bad file, value or id, an unsafe checkpoint) prints
+``lit-matching: error: MESSAGE`` to stderr and exits with status 1; set the environment
+variable ``LIT_MATCHING_TRACEBACK=1`` for the full traceback. Unexpected exceptions (bugs) keep
+their traceback.
+
+The package: :mod:`~lit_matching.cli.configs` (the packaged configs and ``--config NAME``),
+:mod:`~lit_matching.cli.lightning` (:class:`MatchingCLI`, :class:`RunConfigSaver`,
+:func:`run_cli`), :mod:`~lit_matching.cli.commands` (``export``, ``recommend``, ``configs``);
+this module holds :func:`main` and its error handling. No other part of ``lit_matching``
+imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import warnings
+from collections.abc import Sequence
+
+from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+from lit_matching.cli.commands import configs_command, export_command, recommend_command
+from lit_matching.cli.configs import config_description, packaged_config, packaged_configs
+from lit_matching.cli.lightning import (
+    MatchingCLI,
+    RunConfigSaver,
+    format_metrics_table,
+    run_cli,
+    run_dir,
+)
+
+__all__ = [
+    "MatchingCLI",
+    "RunConfigSaver",
+    "config_description",
+    "configs_command",
+    "export_command",
+    "format_metrics_table",
+    "main",
+    "packaged_config",
+    "packaged_configs",
+    "recommend_command",
+    "run_cli",
+    "run_dir",
+]
+
+_EXTRA_COMMANDS = {
+    "configs": configs_command,
+    "recommend": recommend_command,
+    "export": export_command,
+}
+
+
+#: Errors in what the user gave (files, values, ids, checkpoints): a message, no traceback.
+#: ``FloatingPointError`` is the non-finite loss guard; anything else is a bug and keeps its
+#: traceback.
+_USER_ERRORS = (
+    ValueError,
+    KeyError,
+    OSError,
+    FloatingPointError,
+    pickle.UnpicklingError,
+    MisconfigurationException,
+)
+_TRACEBACK_VARIABLE = "LIT_MATCHING_TRACEBACK"
+
+
+def _message(error: BaseException) -> str:
+    """An exception's message (``KeyError`` quotes its argument: not here)."""
+    if isinstance(error, KeyError) and len(error.args) == 1:
+        return str(error.args[0])
+    return str(error) or type(error).__name__
+
+
+def _run_command(argv: Sequence[str]) -> None:
+    if argv and argv[0] in _EXTRA_COMMANDS:
+        _EXTRA_COMMANDS[argv[0]](argv[1:])
+        return
+    # Deprecations inside Lightning's own calls (jsonargparse, torch pytree) are not the user's.
+    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    run_cli()
+
+
+def main() -> None:
+    """Entry point of the ``lit-matching`` console script.
+
+    A user error (a bad file, value or id, an unsafe checkpoint; see ``_USER_ERRORS``) prints
+    ``lit-matching: error: MESSAGE`` and exits with status 1; ``LIT_MATCHING_TRACEBACK=1``
+    shows the full traceback instead. Other exceptions (bugs) keep their traceback. DDP
+    worker processes run this same function, so each reports its own error the same way.
+    """
+    try:
+        _run_command(sys.argv[1:])
+    except _USER_ERRORS as error:
+        if os.environ.get(_TRACEBACK_VARIABLE, "") not in ("", "0"):
+            raise
+        rank = os.environ.get("LOCAL_RANK", "0")
+        where = f" (rank {rank})" if rank != "0" else ""
+        print(
+            f"lit-matching: error{where}: {_message(error)}\n"
+            f"({_TRACEBACK_VARIABLE}=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        sys.exit(1)
