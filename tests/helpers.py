@@ -10,6 +10,8 @@ import pandas as pd
 import pytorch_lightning as pl
 
 from lit_matching import ListwiseMatching, PairwiseMatching, PointwiseMatching
+from lit_matching.data.features import Categorical, FeatureTable, MultiCategorical, Numeric
+from lit_matching.data.interactions import IdVocabulary
 
 MODULES = {
     "pointwise": PointwiseMatching,
@@ -40,3 +42,27 @@ def synthetic_log(num_users: int = 40, num_items: int = 30, per_user: int = 8, s
         items = rng.choice(half, size=per_user, replace=False)
         rows += [(f"u{user}", int(item) * 10, float(t)) for t, item in enumerate(items)]
     return pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+
+
+# Side features of a few users (tests of the feature table and of the feature tower).
+SPECS = [Categorical("gender"), Numeric("age"), MultiCategorical("genres", sep=" ")]
+
+
+def small_frame() -> pd.DataFrame:
+    """Users 10, 20, 30, 40 (vocab) + 99 (not in vocab); user 50 in vocab has no row."""
+    return pd.DataFrame(
+        {
+            "user_id": [30, 10, 20, 40, 99],
+            "gender": ["M", "F", None, "M", "X"],
+            "age": [30.0, 10.0, 20.0, np.nan, 1000.0],
+            "genres": ["Drama Action", "Comedy", None, "Action Comedy Drama", "Horror"],
+        }
+    )
+
+
+def vocab() -> IdVocabulary:
+    return IdVocabulary.from_values([10, 20, 30, 40, 50])
+
+
+def small_table() -> FeatureTable:
+    return FeatureTable.from_frame(small_frame(), "user_id", vocab(), SPECS)

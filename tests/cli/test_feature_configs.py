@@ -3,15 +3,12 @@
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
 import yaml
 
 from lit_matching import Categorical, FeatureTower, HistoryPoolingTower, MatchingDataModule
 from lit_matching.cli import packaged_config, run_cli
-from lit_matching.data.features import FeatureTable
-from lit_matching.data.interactions import IdVocabulary
 
 SMALL = [
     "--trainer.max_epochs=1",
@@ -183,15 +180,3 @@ def test_packaged_feature_config_documents_its_command():
     text = Path(packaged_config("ml100k-features")).read_text()
     for option in ("interactions", "user_side_features", "item_side_features"):
         assert f"--data.{option} DATA/ml-100k/" in text
-
-
-def test_id_dim_alone_adds_an_id_embedding_per_table_row():
-    frame = pd.DataFrame({"id": [0, 1, 2], "g": ["x", "y", "x"]})
-    table = FeatureTable.from_frame(
-        frame, "id", IdVocabulary.from_values([0, 1, 2]), [Categorical("g")]
-    )
-    tower = FeatureTower(table, embedding_dim=8, id_dim=4)
-    assert tower.id_embedding is not None and tuple(tower.id_embedding.weight.shape) == (3, 4)
-    assert FeatureTower(table, embedding_dim=8).id_embedding is None
-    with pytest.raises(ValueError, match="id_dim has to be a positive integer"):
-        FeatureTower(table, embedding_dim=8, id_dim=0)

@@ -2,9 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from lit_matching.data.item_sets import EvalSet, ItemSets
+from lit_matching.data.item_sets import ItemSets
 from lit_matching.losses.similarity import get_similarity
-from lit_matching.retrieval.evaluation import evaluate_retrieval, most_popular_metrics
 from lit_matching.retrieval.search import build_index, search_top_k
 
 
@@ -34,36 +33,6 @@ def test_search_equals_brute_force_with_exclusion(name):
     np.testing.assert_array_equal(found, expected)
     assert found[4].tolist()[3:] == [-1, -1] and np.isinf(scores[4, 3:]).all()
     assert not seen.contains(np.arange(23)[:, None], found).any()
-
-
-def test_most_popular_recommends_popular_unseen_items():
-    users = np.array([0, 1])
-    eval_set = EvalSet(
-        users,
-        targets=ItemSets.from_pairs(users, np.array([1, 3]), 2, 4),
-        exclude=ItemSets.from_pairs(np.array([0]), np.array([0]), 2, 4),
-    )
-    counts = np.array([10, 5, 1, 0])
-    # user 0: item 0 excluded, top-1 is item 1 (hit); user 1: top-1 item 0 (miss)
-    metrics = most_popular_metrics(counts, eval_set, ks=[1, 4])
-    assert metrics["hit_rate@1"] == 0.5
-    assert metrics["hit_rate@4"] == 1.0
-
-
-def test_evaluate_without_exclusion_can_return_seen_items():
-    users = np.array([0])
-    eval_set = EvalSet(
-        users,
-        targets=ItemSets.from_pairs(users, [0], 1, 2),
-        exclude=ItemSets.from_pairs(users, [0], 1, 2),
-    )
-    vectors = np.array([[1.0], [0.5]], dtype=np.float32)
-    query = np.array([[1.0]], dtype=np.float32)
-    assert evaluate_retrieval(query, vectors, "ip", eval_set, [1])["hit_rate@1"] == 0.0
-    assert (
-        evaluate_retrieval(query, vectors, "ip", eval_set, [1], exclude_seen=False)["hit_rate@1"]
-        == 1.0
-    )
 
 
 @pytest.mark.parametrize("name", ["cosine", "dot", "euclidean"])

@@ -1,95 +1,16 @@
-import logging
 import math
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import small_table
 
-from lit_matching.data.features import Categorical, FeatureTable, MultiCategorical, Numeric
+from lit_matching.data.features import Categorical, FeatureTable
 from lit_matching.data.interactions import IdVocabulary
 from lit_matching.towers.feature import FeatureEncoder, FeatureTower
 from lit_matching.towers.id import IDEmbeddingTower
 from lit_matching.towers.sequence import HistoryPoolingTower
-
-SPECS = [Categorical("gender"), Numeric("age"), MultiCategorical("genres", sep=" ")]
-
-
-def small_frame() -> pd.DataFrame:
-    """Users 10, 20, 30, 40 (vocab) + 99 (not in vocab); user 50 in vocab has no row."""
-    return pd.DataFrame(
-        {
-            "user_id": [30, 10, 20, 40, 99],
-            "gender": ["M", "F", None, "M", "X"],
-            "age": [30.0, 10.0, 20.0, np.nan, 1000.0],
-            "genres": ["Drama Action", "Comedy", None, "Action Comedy Drama", "Horror"],
-        }
-    )
-
-
-def vocab() -> IdVocabulary:
-    return IdVocabulary.from_values([10, 20, 30, 40, 50])
-
-
-def small_table() -> FeatureTable:
-    return FeatureTable.from_frame(small_frame(), "user_id", vocab(), SPECS)
-
-
-def test_table_codes_values_lengths(caplog):
-    with caplog.at_level(logging.INFO):
-        table = small_table()
-    assert len(table) == 5 and table.names == ("gender", "age", "genres")
-    # Vocab order 10, 20, 30, 40, 50; categories F=1, M=2 (X only in a row outside the vocab).
-    gender = table["gender"]
-    assert gender.codes.dtype == torch.long
-    assert gender.codes.tolist() == [1, 0, 2, 2, 0]
-    assert gender.cardinality == 3
-    assert table.vocabulary("gender") == [None, "F", "M"]
-    # Ages 10, 20, 30 known: mean 20, population std sqrt(200/3); 40 missing, 50 no row -> 0.
-    age = table["age"]
-    std = math.sqrt(200 / 3)
-    assert age.values.dtype == torch.float32
-    assert age.mean == pytest.approx(20.0) and age.std == pytest.approx(std)
-    expected = [-10 / std, 0.0, 10 / std, 0.0, 0.0]
-    assert age.values.tolist() == pytest.approx(expected, abs=1e-6)
-    # Genres Action=1, Comedy=2, Drama=3 (Horror only outside the vocab); right-padded with 0.
-    genres = table["genres"]
-    assert genres.codes.tolist() == [[2, 0, 0], [0, 0, 0], [3, 1, 0], [1, 2, 3], [0, 0, 0]]
-    assert genres.lengths.tolist() == [1, 0, 2, 3, 0]
-    assert table.vocabulary("genres") == [None, "Action", "Comedy", "Drama"]
-    assert "lit_matching: feature table for 'user_id': 1 of 5 vocabulary ids" in caplog.text
-    assert "1 of 5 frame rows are not in the vocabulary" in caplog.text
-
-
-def test_table_options_and_raw_numeric():
-    frame = pd.DataFrame(
-        {"id": ["a", "b"], "tags": [["x", "y", "z"], "y|x"], "n": [5, 5], "z": ["10", "20"]}
-    )
-    specs = [MultiCategorical("tags", max_length=2), Numeric("n"), Numeric("z", normalize=False)]
-    table = FeatureTable.from_frame(frame, "id", IdVocabulary.from_values(["a", "b", "c"]), specs)
-    assert table["tags"].codes.tolist() == [[1, 2], [2, 1], [0, 0]]
-    assert table["tags"].lengths.tolist() == [2, 2, 0]
-    # A constant column is only centred; without normalisation values stay raw, missing -> 0.
-    assert table["n"].values.tolist() == [0.0, 0.0, 0.0]
-    assert table["z"].values.tolist() == [10.0, 20.0, 0.0]
-    with pytest.raises(ValueError, match="numeric"):
-        table.vocabulary("n")
-    with pytest.raises(KeyError, match="no feature 'nope'"):
-        table["nope"]
-
-
-def test_table_errors():
-    frame = small_frame()
-    with pytest.raises(ValueError, match=r"no column\(s\) \['occupation'\].*'user_id', 'gender'"):
-        FeatureTable.from_frame(frame, "user_id", vocab(), [Categorical("occupation")])
-    duplicated = pd.concat([frame, frame.iloc[[2]]], ignore_index=True)
-    with pytest.raises(ValueError, match=r"repeated id.*20"):
-        FeatureTable.from_frame(duplicated, "user_id", vocab(), SPECS)
-    with pytest.raises(ValueError, match="non-numeric"):
-        FeatureTable.from_frame(frame, "user_id", vocab(), [Numeric("gender")])
-    with pytest.raises(ValueError, match="more than once"):
-        FeatureTable.from_frame(frame, "user_id", vocab(), [Numeric("age"), Categorical("age")])
 
 
 @pytest.mark.parametrize("shape", [(3,), (3, 4)])
@@ -240,3 +161,15 @@ def test_feature_tower_learns_category_preference(one_thread):
         held_out = 16 + int(liked[user])
         others = scores[user][item_category != liked[user]]
         assert scores[user, held_out] > others.max()
+
+
+def test_id_dim_alone_adds_an_id_embedding_per_table_row():
+    frame = pd.DataFrame({"id": [0, 1, 2], "g": ["x", "y", "x"]})
+    table = FeatureTable.from_frame(
+        frame, "id", IdVocabulary.from_values([0, 1, 2]), [Categorical("g")]
+    )
+    tower = FeatureTower(table, embedding_dim=8, id_dim=4)
+    assert tower.id_embedding is not None and tuple(tower.id_embedding.weight.shape) == (3, 4)
+    assert FeatureTower(table, embedding_dim=8).id_embedding is None
+    with pytest.raises(ValueError, match="id_dim has to be a positive integer"):
+        FeatureTower(table, embedding_dim=8, id_dim=0)

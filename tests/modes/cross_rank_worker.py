@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))  # helpers
+sys.path.insert(0, str(Path(__file__).parent))  # its test module
 from test_cross_rank import CASES, global_batch, make_model
 
 

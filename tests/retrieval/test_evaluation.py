@@ -8,11 +8,16 @@ import pytest
 import torch
 
 from lit_matching.data.item_sets import EvalSet, ItemSets
-from lit_matching.retrieval.evaluation import RetrievalEvaluator, evaluate_retrieval
+from lit_matching.losses.similarity import get_similarity
+from lit_matching.retrieval.evaluation import (
+    RetrievalEvaluator,
+    evaluate_retrieval,
+    most_popular_metrics,
+)
 
 
 def test_validation_under_two_process_ddp_equals_single_process(tmp_path):
-    worker = Path(__file__).with_name("ddp_validate_worker.py")
+    worker = Path(__file__).parents[1] / "ddp_validate_worker.py"
     runs = {}
     for devices in (1, 2):
         out = tmp_path / str(devices)
@@ -38,7 +43,7 @@ def test_metrics_after_a_ddp_fit_equal_a_single_process_evaluation(tmp_path):
     # ranks computed on the final weights equal a one-process evaluation of those weights.
     from ddp_validate_worker import fit_model
 
-    worker = Path(__file__).with_name("ddp_validate_worker.py")
+    worker = Path(__file__).parents[1] / "ddp_validate_worker.py"
     done = subprocess.run(
         [sys.executable, str(worker), str(tmp_path), "fit"],
         capture_output=True,
@@ -194,7 +199,6 @@ class ModeRecorder(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        from lit_matching.losses.similarity import get_similarity
 
         self.similarity = get_similarity("dot")
         self.table = torch.nn.Embedding(5, 3)
@@ -222,3 +226,33 @@ def test_evaluate_encodes_in_eval_mode_and_restores_the_mode(training):
     assert model.modes and not any(model.modes)
     assert model.training is training and model.table.training is training
     assert not model.frozen.training
+
+
+def test_most_popular_recommends_popular_unseen_items():
+    users = np.array([0, 1])
+    eval_set = EvalSet(
+        users,
+        targets=ItemSets.from_pairs(users, np.array([1, 3]), 2, 4),
+        exclude=ItemSets.from_pairs(np.array([0]), np.array([0]), 2, 4),
+    )
+    counts = np.array([10, 5, 1, 0])
+    # user 0: item 0 excluded, top-1 is item 1 (hit); user 1: top-1 item 0 (miss)
+    metrics = most_popular_metrics(counts, eval_set, ks=[1, 4])
+    assert metrics["hit_rate@1"] == 0.5
+    assert metrics["hit_rate@4"] == 1.0
+
+
+def test_evaluate_without_exclusion_can_return_seen_items():
+    users = np.array([0])
+    eval_set = EvalSet(
+        users,
+        targets=ItemSets.from_pairs(users, [0], 1, 2),
+        exclude=ItemSets.from_pairs(users, [0], 1, 2),
+    )
+    vectors = np.array([[1.0], [0.5]], dtype=np.float32)
+    query = np.array([[1.0]], dtype=np.float32)
+    assert evaluate_retrieval(query, vectors, "ip", eval_set, [1])["hit_rate@1"] == 0.0
+    assert (
+        evaluate_retrieval(query, vectors, "ip", eval_set, [1], exclude_seen=False)["hit_rate@1"]
+        == 1.0
+    )

@@ -20,7 +20,7 @@ from helpers import synthetic_log
 from lit_matching import IDEmbeddingTower, ListwiseMatching, MatchingModule
 from lit_matching.cli import export_command, run_cli
 
-PACKAGE = Path(__file__).resolve().parents[1] / "lit_matching"
+PACKAGE = Path(__file__).resolve().parents[2] / "lit_matching"
 SMALL = [
     "--trainer.max_epochs=1",
     "--trainer.enable_progress_bar=false",
