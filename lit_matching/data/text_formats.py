@@ -286,10 +286,11 @@ def read_user_lines(path: str | Path) -> pd.DataFrame:
         ValueError: If a token is not a non-negative integer, naming line and token.
 
     Example:
-        >>> import os, tempfile
-        >>> path = os.path.join(tempfile.mkdtemp(), "train.txt")
-        >>> with open(path, "w") as f:
-        ...     _ = f.write("0 5 3\n1 4\n")
+        A gzip-compressed file of two users' lines:
+
+        >>> import gzip, tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "train.txt.gz"
+        >>> _ = path.write_bytes(gzip.compress(b"0 5 3\n1 4\n"))
         >>> read_user_lines(path).to_dict("list")
         {'user_id': [0, 0, 1], 'item_id': [5, 3, 4], 'position': [0, 1, 0]}
     """

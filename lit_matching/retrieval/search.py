@@ -160,11 +160,20 @@ def search_top_k(
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     if exclude is not None and exclude.num_rows != len(queries):
         raise ValueError(f"exclude has {exclude.num_rows} rows for {len(queries)} queries")
-    if queries.ndim == 3:
-        return _search_interests(index, queries, k, exclude, batch_size, progress)
-    if queries.ndim != 2:
+    if queries.ndim == 2:
+        return _search_vectors(index, queries, k, exclude, batch_size, progress)
+    if queries.ndim != 3:
         raise ValueError(f"queries must be (U, d) or (U, K, d), got shape {queries.shape}")
-    return _search_vectors(index, queries, k, exclude, batch_size, progress)
+    # Multi-interest: each interest searched as a query of its own, then merged per user.
+    users, interests, dim = queries.shape
+    if exclude is not None:
+        exclude = exclude.select(np.repeat(np.arange(users), interests))
+    items, scores = _search_vectors(
+        index, queries.reshape(users * interests, dim), k, exclude, batch_size, progress
+    )
+    return merge_interests(
+        items.reshape(users, interests * k), scores.reshape(users, interests * k), k
+    )
 
 
 def _search_vectors(
@@ -197,26 +206,6 @@ def _search_vectors(
         if progress is not None:
             progress(len(rows))
     return items, scores
-
-
-def _search_interests(
-    index: faiss.Index,
-    queries: np.ndarray,
-    k: int,
-    exclude: ItemSets | None,
-    batch_size: int,
-    progress: Callable[[int], None] | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`search_top_k` for ``(U, K, d)`` queries: each interest searched, then merged."""
-    users, interests, dim = queries.shape
-    if exclude is not None:
-        exclude = exclude.select(np.repeat(np.arange(users), interests))
-    items, scores = _search_vectors(
-        index, queries.reshape(users * interests, dim), k, exclude, batch_size, progress
-    )
-    return merge_interests(
-        items.reshape(users, interests * k), scores.reshape(users, interests * k), k
-    )
 
 
 def _drop_excluded(

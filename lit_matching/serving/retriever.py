@@ -286,10 +286,7 @@ class Retriever:
         k = min(check_k(self.default_k if k is None else k), self.num_items)
         users = positions(self._user_index, as_list(raw_user_ids), "user")
         exclude = self._seen.select(users) if exclude_seen and self._seen is not None else None
-        if len(users):
-            items, scores = search_top_k(self._index, self._user_embeddings[users], k, exclude)
-        else:
-            items, scores = np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
+        items, scores = search_top_k(self._index, self._user_embeddings[users], k, exclude)
         columns = ("user_id", "rank", "item_id", "score")
         return result_frame(self._user_index, self._item_index, users, items, scores, columns)
 
@@ -310,10 +307,7 @@ class Retriever:
         k = min(check_k(self.default_k if k is None else k), self.num_items)
         queries = positions(self._item_index, as_list(raw_item_ids), "item")
         itself = ItemSets.from_pairs(np.arange(len(queries)), queries, len(queries), self.num_items)
-        if len(queries):
-            items, scores = search_top_k(self._index, self._item_embeddings[queries], k, itself)
-        else:
-            items, scores = np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
+        items, scores = search_top_k(self._index, self._item_embeddings[queries], k, itself)
         columns = ("item_id", "rank", "similar_item_id", "score")
         return result_frame(self._item_index, self._item_index, queries, items, scores, columns)
 

@@ -8,16 +8,16 @@ and looks rows up by ``features["ids"]``. :class:`FeatureTower` turns it into a 
 :class:`~lit_matching.towers.sequence.HistoryPoolingTower` it is a YouTubeDNN user tower.
 
 Example:
+    A user tower from each user's occupation and age:
+
     >>> import pandas as pd
-    >>> from lit_matching.data.features import FeatureTable, MultiCategorical, Numeric
+    >>> from lit_matching.data.features import Categorical, FeatureTable, Numeric
     >>> from lit_matching.data.interactions import IdVocabulary
-    >>> movies = pd.DataFrame({"item_id": [1, 2], "genres": ["Action|Comedy", "Drama"],
-    ...                        "year": [1995, 1997]})
-    >>> table = FeatureTable.from_frame(
-    ...     movies, "item_id", IdVocabulary.from_values([1, 2, 3]),
-    ...     [MultiCategorical("genres"), Numeric("year")])
+    >>> users = pd.DataFrame({"id": ["u1", "u2"], "job": ["artist", "doctor"], "age": [25, 40]})
+    >>> vocab = IdVocabulary.from_values(users["id"])
+    >>> table = FeatureTable.from_frame(users, "id", vocab, [Categorical("job"), Numeric("age")])
     >>> tower = FeatureTower(table, embedding_dim=8)
-    >>> tower({"ids": torch.tensor([[0, 2], [1, 1]])}).shape
+    >>> tower({"ids": torch.tensor([[0, 1], [1, 1]])}).shape
     torch.Size([2, 2, 8])
 """
 

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from lit_matching.towers.sequence import (
     _embed,
     _history,
-    _item_embedding,
+    _HistoryTower,
     _projection,
     history_mask,
 )
@@ -62,7 +62,7 @@ def squash(x: Tensor, eps: float = 1e-9) -> Tensor:
     return x * (norm_sq / (1 + norm_sq) / (norm_sq + eps).sqrt())
 
 
-class MultiInterestTower(nn.Module):
+class MultiInterestTower(_HistoryTower):
     """MIND / ComiRec-style user tower: ``num_interests`` vectors per user from the history.
 
     Args:
@@ -95,20 +95,17 @@ class MultiInterestTower(nn.Module):
         max_length: int | None = None,
         item_embedding: nn.Embedding | None = None,
     ):
-        super().__init__()
         if extractor not in _EXTRACTORS:
             raise ValueError(f"extractor has to be one of {_EXTRACTORS}, got {extractor!r}")
         if num_interests < 1:
             raise ValueError(f"num_interests has to be a positive integer, got {num_interests}")
         if routing_iterations < 1:
             raise ValueError(f"routing_iterations has to be positive, got {routing_iterations}")
-        self.num_items = num_items
-        self.embedding_dim = embedding_dim
+        super().__init__(num_items, embedding_dim, item_embedding)
         self.num_interests = num_interests
         self.extractor = extractor
         self.routing_iterations = routing_iterations
         self.max_length = max_length
-        self.item_embedding = _item_embedding(num_items, embedding_dim, item_embedding)
         width = self.item_embedding.embedding_dim
         if extractor == "attention":
             self.attention = nn.Sequential(

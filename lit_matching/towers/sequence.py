@@ -129,6 +129,18 @@ def _item_embedding(
     return item_embedding
 
 
+class _HistoryTower(nn.Module):
+    """What every history tower sets up: ``num_items``, ``embedding_dim`` and the item table."""
+
+    def __init__(
+        self, num_items: int | None, embedding_dim: int, item_embedding: nn.Embedding | None
+    ):
+        super().__init__()
+        self.num_items = num_items
+        self.embedding_dim = embedding_dim
+        self.item_embedding = _item_embedding(num_items, embedding_dim, item_embedding)
+
+
 def _projection(in_dim: int, out_dim: int) -> nn.Module:
     return nn.Identity() if in_dim == out_dim else nn.Linear(in_dim, out_dim)
 
@@ -144,7 +156,7 @@ def _last_step(outputs: Tensor, lengths: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------- towers
-class HistoryPoolingTower(nn.Module):
+class HistoryPoolingTower(_HistoryTower):
     """YouTubeDNN-style user tower: pooled history item embeddings, then an optional MLP.
 
     Empty histories pool to the zero vector; with ``hidden_dims`` (or a projection, when a shared
@@ -178,13 +190,10 @@ class HistoryPoolingTower(nn.Module):
         dropout: float = 0.0,
         item_embedding: nn.Embedding | None = None,
     ):
-        super().__init__()
         if pooling not in _POOLINGS:
             raise ValueError(f"pooling has to be one of {_POOLINGS}, got {pooling!r}")
-        self.num_items = num_items
-        self.embedding_dim = embedding_dim
+        super().__init__(num_items, embedding_dim, item_embedding)
         self.pooling = pooling
-        self.item_embedding = _item_embedding(num_items, embedding_dim, item_embedding)
         in_dim = self.item_embedding.embedding_dim
         if hidden_dims:
             self.mlp: nn.Module = mlp(in_dim, hidden_dims, embedding_dim, dropout)
@@ -215,7 +224,7 @@ class HistoryPoolingTower(nn.Module):
         return self.mlp(pooled)
 
 
-class GRUTower(nn.Module):
+class GRUTower(_HistoryTower):
     """GRU4Rec-style user tower: a GRU over the history, read at each row's last real item.
 
     The left-padded history is rotated to right-aligned rows (:func:`align_right`) and packed
@@ -233,11 +242,13 @@ class GRUTower(nn.Module):
         item_embedding: Item table to share; see :class:`HistoryPoolingTower`.
 
     Example:
-        >>> tower = GRUTower(num_items=5, embedding_dim=4, hidden_size=6)
-        >>> features = {"history": torch.tensor([[5, 1, 2], [5, 5, 5]]),
-        ...             "history_length": torch.tensor([2, 0])}
-        >>> tower(features).shape
-        torch.Size([2, 4])
+        An empty history (the second row) keeps the zero state: no projection, a zero vector.
+
+        >>> tower = GRUTower(num_items=5, embedding_dim=4)
+        >>> users = tower({"history": torch.tensor([[5, 1, 2], [5, 5, 5]]),
+        ...                "history_length": torch.tensor([2, 0])})
+        >>> users.shape, users[1].tolist()
+        (torch.Size([2, 4]), [0.0, 0.0, 0.0, 0.0])
     """
 
     def __init__(
@@ -249,10 +260,7 @@ class GRUTower(nn.Module):
         dropout: float = 0.0,
         item_embedding: nn.Embedding | None = None,
     ):
-        super().__init__()
-        self.num_items = num_items
-        self.embedding_dim = embedding_dim
-        self.item_embedding = _item_embedding(num_items, embedding_dim, item_embedding)
+        super().__init__(num_items, embedding_dim, item_embedding)
         hidden_size = embedding_dim if hidden_size is None else hidden_size
         self.dropout = nn.Dropout(dropout)
         self.gru = nn.GRU(
@@ -281,7 +289,7 @@ class GRUTower(nn.Module):
         return self.projection(state)
 
 
-class SelfAttentionTower(nn.Module):
+class SelfAttentionTower(_HistoryTower):
     """SASRec-style user tower: causal self-attention over the history, read at the last item.
 
     Only the last ``max_length`` history items are used. Rows are rotated to right-aligned
@@ -318,11 +326,8 @@ class SelfAttentionTower(nn.Module):
         dropout: float = 0.1,
         item_embedding: nn.Embedding | None = None,
     ):
-        super().__init__()
-        self.num_items = num_items
-        self.embedding_dim = embedding_dim
+        super().__init__(num_items, embedding_dim, item_embedding)
         self.max_length = max_length
-        self.item_embedding = _item_embedding(num_items, embedding_dim, item_embedding)
         width = self.item_embedding.embedding_dim
         if width % num_heads:
             raise ValueError(f"num_heads={num_heads} does not divide the item width {width}")

@@ -52,3 +52,13 @@ def test_search_ranks_a_zero_item_as_training(name):
     np.testing.assert_array_equal(position, (training > training[:, [17]]).sum(1))
     # The scores are the training scores, best first (cosine: the cosine itself).
     np.testing.assert_allclose(scores, -np.sort(-training, axis=1), atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (0, 2, 3)])
+def test_search_without_queries_returns_empty_results(shape):
+    index = build_index(np.eye(3, dtype=np.float32), "ip")
+    exclude = ItemSets.from_pairs(np.zeros(0, np.int64), np.zeros(0, np.int64), 0, 3)
+    for seen in (None, exclude):
+        items, scores = search_top_k(index, np.zeros(shape, np.float32), 2, seen)
+        assert items.shape == scores.shape == (0, 2)
+        assert (items.dtype, scores.dtype) == (np.int64, np.float32)

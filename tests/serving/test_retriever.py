@@ -166,6 +166,7 @@ def test_single_id_unknown_ids_and_bad_k(exported):
         retriever.recommend("u1", k=0)
     empty = retriever.recommend([])
     assert empty.empty and list(empty.columns) == ["user_id", "rank", "item_id", "score"]
+    assert retriever.similar_items([]).empty
 
 
 @pytest.mark.parametrize("similarity", SIMILARITIES)
