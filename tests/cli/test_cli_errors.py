@@ -116,28 +116,44 @@ def test_raw_ids_take_the_type_of_the_vocabulary():
 
 # ---------------------------------------------------------------- 11: messages, not tracebacks
 def test_user_errors_print_one_message_and_exit_non_zero(run, tmp_path):
-    _, run_dir, _ = run
+    # The console script itself, once: what a user sees on stderr and as the exit status.
     missing = lit_matching("recommend", str(tmp_path / "nowhere"), "--user", "u1")
     assert missing.returncode == 1
     assert missing.stderr.startswith(f"lit-matching: error: {tmp_path / 'nowhere'} is not")
     assert "Traceback" not in missing.stderr
     assert "LIT_MATCHING_TRACEBACK=1" in missing.stderr  # how to get the traceback
 
-    unknown = lit_matching("recommend", str(run_dir / "retriever"), "--user", "nobody")
-    assert unknown.returncode == 1
-    assert "lit-matching: error: unknown user id(s): 'nobody'" in unknown.stderr
-    assert "Traceback" not in unknown.stderr
 
-    bad_file = lit_matching("fit", "--data.interactions", "missing.csv", *QUIET, cwd=tmp_path)
-    assert bad_file.returncode == 1
-    assert "lit-matching: error:" in bad_file.stderr and "missing.csv" in bad_file.stderr
-    assert "Traceback" not in bad_file.stderr
+def main_fails(monkeypatch, capsys, *args: str) -> str:
+    """``main()`` on ``args``: it must exit with status 1; its stderr."""
+    monkeypatch.setattr(sys, "argv", ["lit-matching", *args])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 1
+    return capsys.readouterr().err
 
-    shown = lit_matching(
-        "recommend", str(tmp_path / "nowhere"), "--user", "1", **{"LIT_MATCHING_TRACEBACK": "1"}
+
+def test_other_user_errors_print_their_message(run, tmp_path, monkeypatch, capsys):
+    _, run_dir, _ = run
+    monkeypatch.delenv("LIT_MATCHING_TRACEBACK", raising=False)
+    unknown = main_fails(
+        monkeypatch, capsys, "recommend", str(run_dir / "retriever"), "--user", "nobody"
     )
-    assert shown.returncode != 0
-    assert "Traceback" in shown.stderr and "FileNotFoundError" in shown.stderr
+    assert unknown.startswith("lit-matching: error: unknown user id(s): 'nobody'")
+
+    monkeypatch.chdir(tmp_path)
+    bad_file = main_fails(monkeypatch, capsys, "fit", "--data.interactions", "missing.csv", *QUIET)
+    assert bad_file.startswith("lit-matching: error:") and "missing.csv" in bad_file
+
+
+def test_the_traceback_variable_shows_the_traceback(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIT_MATCHING_TRACEBACK", "1")
+    monkeypatch.setattr(
+        sys, "argv", ["lit-matching", "recommend", str(tmp_path / "no"), "--user", "1"]
+    )
+    with pytest.raises(FileNotFoundError):  # propagates: Python prints its traceback
+        main()
 
 
 def test_unexpected_exceptions_keep_their_traceback(monkeypatch):
