@@ -1,4 +1,4 @@
-"""LightningModules of the three training modes, on one shared base.
+"""The base of the three training modes: :class:`MatchingModule`.
 
 :class:`MatchingModule` owns the towers, the similarity, ``encode_users`` / ``encode_items``,
 the optimiser and the logging of ``{train,val,test}/loss``. Each subclass owns only its loss
@@ -7,9 +7,9 @@ and that loss's hyper-parameters:
 ==========================  =====================================  ==========================
 module                      batch (from ``MatchingDataModule``)    loss
 ==========================  =====================================  ==========================
-:class:`PointwiseMatching`  ``users, items, labels``               :func:`~losses.bce_loss`
-:class:`PairwiseMatching`   ``users, pos_items, neg_items[N]``     :func:`~losses.bpr_loss`
-:class:`ListwiseMatching`   ``users, pos_items, neg_items[N]``     :func:`~losses.softmax_loss`
+:class:`PointwiseMatching`  ``users, items, labels``               :func:`~objectives.bce_loss`
+:class:`PairwiseMatching`   ``users, pos_items, neg_items[N]``     :func:`~objectives.bpr_loss`
+:class:`ListwiseMatching`   ``users, pos_items, neg_items[N]``     :func:`~objectives.softmax_loss`
 ==========================  =====================================  ==========================
 
 With ``in_batch_negatives``, :class:`ListwiseMatching`'s loss is

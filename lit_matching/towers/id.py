@@ -1,4 +1,4 @@
-"""Towers: plain ``nn.Module`` encoders of users or items.
+"""The id-embedding tower, and what every tower shares: the input contract and ``mlp``.
 
 The contract: ``tower(features) -> Tensor`` maps a dict of feature tensors to one vector per
 row. Every side has ``"ids"`` (contiguous user or item indices, any shape); the user side also
