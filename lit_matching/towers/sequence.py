@@ -78,7 +78,10 @@ def align_left(x: Tensor, lengths: Tensor) -> Tensor:
 def _rotate(x: Tensor, shift: Tensor) -> Tensor:
     """``out[b, j] = x[b, (j + shift[b]) % L]`` along dim 1 (extra trailing dims kept)."""
     length = x.shape[1]
-    index = (torch.arange(length, device=x.device).unsqueeze(0) + shift.unsqueeze(1)) % length
+    index = torch.arange(length, device=x.device).unsqueeze(0) + shift.unsqueeze(1)
+    # shift is in [0, L]: one subtraction instead of `% length`, which ONNX export cannot take
+    # for a symbolic length.
+    index = torch.where(index >= length, index - length, index)
     index = index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x)
     return x.gather(1, index)
 
@@ -94,7 +97,7 @@ def _history(
             f"got {tuple(history.shape)} and {tuple(lengths.shape)}"
         )
     lengths = lengths.to(device=history.device, dtype=torch.long)
-    if max_length is not None and history.shape[1] > max_length:
+    if max_length is not None:  # no branch on the width: an exported graph takes any width
         history = history[:, -max_length:]
     return history, lengths.clamp(0, history.shape[1])
 
@@ -278,6 +281,8 @@ class GRUTower(_HistoryTower):
         batch_size = history.shape[0]
         mask = history_mask(lengths, history.shape[1])
         inputs = self.dropout(align_right(_embed(self.item_embedding, history, mask), lengths))
+        if torch.compiler.is_compiling():  # torch.export (ONNX) / compile: no data-dependent code
+            return self.projection(self._unpacked_state(inputs, lengths))
         state = inputs.new_zeros(batch_size, self.gru.hidden_size)
         non_empty = lengths > 0
         if bool(non_empty.any()):
@@ -287,6 +292,18 @@ class GRUTower(_HistoryTower):
             _, h_n = self.gru(packed)
             state = state.index_put((non_empty,), h_n[-1])
         return self.projection(state)
+
+    def _unpacked_state(self, inputs: Tensor, lengths: Tensor) -> Tensor:
+        """The packed path's final states, from a GRU run over every (right-aligned) column.
+
+        Real items come first in each row, so the output at column ``length - 1`` is the state
+        after the row's last real item; an empty row gets the zero state. It does the work of
+        the pads too (slower for training), but has no data-dependent branch, so it exports.
+        """
+        outputs, _ = self.gru(inputs)  # (B, L, hidden): the last layer's state at every step
+        last = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, outputs.shape[-1])
+        state = outputs.gather(1, last).squeeze(1)
+        return state * (lengths > 0).unsqueeze(-1).to(state.dtype)
 
 
 class SelfAttentionTower(_HistoryTower):
