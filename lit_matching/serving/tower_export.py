@@ -5,16 +5,16 @@
 ``int64`` arrays, named after them (``ids``, and with a history ``history`` ``(B, L)`` and
 ``history_length`` ``(B,)``, LEFT-padded as in training), with the batch size and the history
 length left free, and whose output is ``vectors`` (``(B, d)``, or ``(B, K, d)`` for a
-multi-interest tower). It is traced with ``torch.export`` (``torch.onnx.export(dynamo=True)``),
-which also records the towers' export paths (e.g. the GRU without packed sequences).
+multi-interest tower). It is traced with ``torch.export`` (``torch.onnx.export(dynamo=True)``);
+towers take their export paths while traced (e.g. the GRU without packed sequences).
 
 :class:`OnnxTower` runs such a file with onnxruntime alone: no torch, no Lightning, no training
 code, which is what a serving process needs to compute a user vector from a fresh history.
 
-Known limit: in one process, a GRU tower exported after another GRU tower gets a graph whose
-history width is fixed to the example's (4 columns; onnxruntime then refuses other widths).
-The first GRU export of a process is correct; the cause is not found yet (see
-``tests/serving/test_tower_export.py``).
+Towers with a recurrent layer (the GRU tower) go through the TorchScript-based exporter
+(``dynamo=False``) instead: ``torch.export`` fixes the time axis of ``aten.gru`` to the
+example's length in every export after a process's first, so their graphs would refuse other
+history widths. Both exporters write ONNX; the parity tests cover both.
 
 Example:
     >>> import tempfile, numpy as np
@@ -118,6 +118,17 @@ def export_tower(
     shapes = {name: {0: batch} for name in names}
     if uses_history:
         shapes["history"] = {0: batch, 1: length}
+    recurrent = any(isinstance(module, nn.RNNBase) for module in tower.modules())
+    options: dict = (
+        {"dynamo": False, "dynamic_axes": _dynamic_axes(names)}
+        if recurrent
+        else {
+            "dynamo": True,
+            "dynamic_shapes": shapes,
+            "external_data": False,  # one file (up to ONNX's 2 GB)
+            "optimize": False,  # onnxscript's optimiser dropped squash's eps (NaN at 0)
+        }
+    )
     was_training = tower.training
     tower.eval()
     try:
@@ -126,13 +137,10 @@ def export_tower(
                 wrapper,
                 tuple(example[name] for name in names),
                 str(path),
-                dynamo=True,
-                dynamic_shapes=shapes,
                 input_names=list(names),
                 output_names=["vectors"],
-                external_data=False,  # one file (up to ONNX's 2 GB)
-                optimize=False,  # onnxscript's optimiser dropped squash's eps (NaN at 0)
                 verbose=False,
+                **options,
             )
     except Exception as error:
         raise ValueError(
@@ -141,6 +149,14 @@ def export_tower(
     finally:
         tower.train(was_training)
     return Path(path)
+
+
+def _dynamic_axes(names: tuple[str, ...]) -> dict[str, dict[int, str]]:
+    """The free axes for the TorchScript-based exporter: the batch, and the history width."""
+    axes = {name: {0: "batch"} for name in (*names, "vectors")}
+    if "history" in names:
+        axes["history"] = {0: "batch", 1: "history_width"}
+    return axes
 
 
 @contextmanager

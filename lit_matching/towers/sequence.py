@@ -281,7 +281,7 @@ class GRUTower(_HistoryTower):
         batch_size = history.shape[0]
         mask = history_mask(lengths, history.shape[1])
         inputs = self.dropout(align_right(_embed(self.item_embedding, history, mask), lengths))
-        if torch.compiler.is_compiling():  # torch.export (ONNX) / compile: no data-dependent code
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():  # export: no data branches
             return self.projection(self._unpacked_state(inputs, lengths))
         state = inputs.new_zeros(batch_size, self.gru.hidden_size)
         non_empty = lengths > 0
