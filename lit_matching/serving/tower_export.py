@@ -36,6 +36,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime
@@ -113,22 +114,7 @@ def export_tower(
     names = tower_input_names(uses_history)
     wrapper = (_HistoryInputs if uses_history else _IdsInputs)(tower)
     example = _example(num_ids, uses_history, history_pad)
-    batch = torch.export.Dim("batch", min=1)
-    length = torch.export.Dim("history_length", min=1)
-    shapes = {name: {0: batch} for name in names}
-    if uses_history:
-        shapes["history"] = {0: batch, 1: length}
-    recurrent = any(isinstance(module, nn.RNNBase) for module in tower.modules())
-    options: dict = (
-        {"dynamo": False, "dynamic_axes": _dynamic_axes(names)}
-        if recurrent
-        else {
-            "dynamo": True,
-            "dynamic_shapes": shapes,
-            "external_data": False,  # one file (up to ONNX's 2 GB)
-            "optimize": False,  # onnxscript's optimiser dropped squash's eps (NaN at 0)
-        }
-    )
+    options = _exporter_options(tower, names)
     was_training = tower.training
     tower.eval()
     try:
@@ -151,12 +137,27 @@ def export_tower(
     return Path(path)
 
 
-def _dynamic_axes(names: tuple[str, ...]) -> dict[str, dict[int, str]]:
-    """The free axes for the TorchScript-based exporter: the batch, and the history width."""
-    axes = {name: {0: "batch"} for name in (*names, "vectors")}
+def _exporter_options(tower: nn.Module, names: tuple[str, ...]) -> dict[str, Any]:
+    """``torch.onnx.export`` options: the free axes and the exporter.
+
+    The batch and the history width stay free; recurrent towers go through the
+    TorchScript-based exporter (see the module docstring).
+    """
+    if any(isinstance(module, nn.RNNBase) for module in tower.modules()):
+        axes = {name: {0: "batch"} for name in (*names, "vectors")}
+        if "history" in names:
+            axes["history"] = {0: "batch", 1: "history_width"}
+        return {"dynamo": False, "dynamic_axes": axes}
+    batch = torch.export.Dim("batch", min=1)
+    shapes = {name: {0: batch} for name in names}
     if "history" in names:
-        axes["history"] = {0: "batch", 1: "history_width"}
-    return axes
+        shapes["history"] = {0: batch, 1: torch.export.Dim("history_width", min=1)}
+    return {
+        "dynamo": True,
+        "dynamic_shapes": shapes,
+        "external_data": False,  # one file (up to ONNX's 2 GB)
+        "optimize": False,  # onnxscript's optimiser dropped squash's eps (NaN at 0)
+    }
 
 
 @contextmanager
