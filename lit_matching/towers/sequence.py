@@ -301,9 +301,7 @@ class GRUTower(_HistoryTower):
         the pads too (slower for training), but has no data-dependent branch, so it exports.
         """
         outputs, _ = self.gru(inputs)  # (B, L, hidden): the last layer's state at every step
-        last = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, outputs.shape[-1])
-        state = outputs.gather(1, last).squeeze(1)
-        return state * (lengths > 0).unsqueeze(-1).to(state.dtype)
+        return _last_step(outputs, lengths)
 
 
 class SelfAttentionTower(_HistoryTower):
