@@ -10,7 +10,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["IdVocabulary", "IndexedInteractions", "index_interactions", "validate_interactions"]
+__all__ = [
+    "IdVocabulary",
+    "IndexedInteractions",
+    "id_kind",
+    "index_interactions",
+    "validate_interactions",
+]
 
 
 @dataclass(frozen=True)
@@ -74,8 +80,16 @@ _ID_RULE = (
 _CLEAN_OBJECT_IDS = ("string", "integer", "empty")  # pandas.api.types.infer_dtype kinds
 
 
-def _id_kind(value: Any) -> str | None:
-    """``"number"`` or ``"string"`` for an id the export can write, else ``None``."""
+def id_kind(value: Any) -> str | None:
+    """``"number"`` or ``"string"`` for an id the export can write, else ``None``.
+
+    The one rule for raw ids: read (:func:`validate_interactions`), exported and loaded
+    (:mod:`lit_matching.serving.export_format`) alike.
+
+    Example:
+        >>> id_kind("u1"), id_kind(7), id_kind(float("inf")), id_kind(True)
+        ('string', 'number', None, None)
+    """
     if isinstance(value, bool):
         return None
     if isinstance(value, str):
@@ -115,7 +129,7 @@ def _first_bad_id(values: pd.Series, col: str, where: Callable[[int], str]) -> N
     raw = values.to_numpy(dtype=object)
     for position in range(start, len(raw)):
         value = raw[position].item() if isinstance(raw[position], np.generic) else raw[position]
-        kind = _id_kind(value)
+        kind = id_kind(value)
         if kind is None:
             raise ValueError(
                 f"column {col!r} holds {_described(value)} at {where(position)}: {_ID_RULE}"

@@ -18,6 +18,7 @@ import faiss
 import numpy as np
 
 from lit_matching._version import __version__
+from lit_matching.data.interactions import id_kind
 from lit_matching.data.item_sets import ItemSets
 from lit_matching.losses.similarity import get_similarity
 from lit_matching.retrieval.search import set_search_params
@@ -193,15 +194,15 @@ def read_ids(file: Path, count: int, count_key: str) -> list[Any]:
     if len(ids) != count:
         raise ValueError(f"{file} has {len(ids)} ids, but meta.json says {count_key}={count}")
     for position, value in enumerate(ids):
-        # What an export writes (see export_format._json_id); anything else (a list, null,
-        # NaN) was edited in.
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise ValueError(
-                f"{file}: entry {position} is {type(value).__name__} {value!r}, not a string "
-                "or number id"
-            )
-        if isinstance(value, float) and not np.isfinite(value):
+        # What an export writes (id_kind); anything else (a list, null, NaN) was edited in.
+        if id_kind(value) is not None:
+            continue
+        if isinstance(value, float):
             raise ValueError(f"{file}: entry {position} is {value!r}, not a finite number id")
+        raise ValueError(
+            f"{file}: entry {position} is {type(value).__name__} {value!r}, not a string "
+            "or number id"
+        )
     return ids
 
 

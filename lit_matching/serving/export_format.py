@@ -40,6 +40,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from lit_matching.data.interactions import id_kind
 from lit_matching.data.item_sets import ItemSets
 from lit_matching.losses.similarity import get_similarity
 from lit_matching.retrieval.search import build_index, to_gpu
@@ -84,10 +85,10 @@ def _json_id(value: Any, what: str) -> str | int | float:
     """A raw id as a plain JSON value (numpy scalars become Python ones)."""
     if isinstance(value, np.generic):
         value = value.item()
-    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        if isinstance(value, float) and not np.isfinite(value):
-            raise ValueError(f"{what} ids must be finite to export as JSON, got {value!r}")
+    if id_kind(value) is not None:
         return value
+    if isinstance(value, float):
+        raise ValueError(f"{what} ids must be finite to export as JSON, got {value!r}")
     raise ValueError(
         f"{what} ids must be strings or numbers to export as JSON, got {type(value).__name__} "
         f"{value!r}"
