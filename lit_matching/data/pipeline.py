@@ -250,16 +250,17 @@ class DataPipeline:
                     if piece.file is None:
                         raise
                     raise ValueError(f"{piece.file}: {err}") from None
-            frames[name] = (
-                pieces[0].frame
-                if len(pieces) == 1
-                else pd.concat([piece.frame for piece in pieces], ignore_index=True)
-            )
+            if len(pieces) == 1:
+                frames[name] = pieces[0].frame
+                continue
+            frames[name] = pd.concat([piece.frame for piece in pieces], ignore_index=True)
+            # What no single file shows: e.g. numbers in one file, strings in another.
+            validate_interactions(frames[name], self.user_col, self.item_col, time_col)
         return frames
 
     # ------------------------------------------------------------------ cleaning
     def _clean(self, frame: pd.DataFrame, time_col: str | None) -> pd.DataFrame:
-        validate_interactions(frame, self.user_col, self.item_col, time_col)
+        """Keep the ratings and first or last duplicates asked for (``frame`` is validated)."""
         if self.min_rating is not None:
             frame = keep_min_rating(
                 frame, self.min_rating, self.rating_col, self.user_col, self.item_col
