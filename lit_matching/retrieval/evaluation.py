@@ -14,7 +14,7 @@ from torch import Tensor
 
 from lit_matching.data.item_sets import EvalSet, ItemSets
 from lit_matching.losses.similarity import FaissMetric
-from lit_matching.retrieval.encoding import CatalogueEncoder, encode_catalogue, eval_mode
+from lit_matching.retrieval.encoding import CatalogueEncoder, encode_catalogue
 from lit_matching.retrieval.metrics import hit_matrix, retrieval_metrics
 from lit_matching.retrieval.search import (
     EXACT,
@@ -281,5 +281,4 @@ class RetrievalEvaluator(Callback):
         n = self.test_every_n_epochs
         if not n or (trainer.current_epoch + 1) % n:
             return
-        with eval_mode(pl_module), torch.no_grad():
-            self._run(trainer, pl_module, "test")
+        self._run(trainer, pl_module, "test")  # encodes in eval mode, without gradients
