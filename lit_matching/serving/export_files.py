@@ -276,10 +276,10 @@ def check_index_holds(
 ) -> None:
     """Raise unless ``index.faiss`` is the index exported with ``item_embeddings.npy``.
 
-    With the ``sha256`` of both files in ``meta.json`` (written at export) the files must have
-    them. A ``Flat`` index stores the vectors themselves, so it is also compared with
-    ``items`` exactly; exports from before the checksums get only that check, and for an
-    approximate index of such an export (whose codes cannot be compared exactly) none.
+    With the ``sha256`` of both files in ``meta.json`` (written at export, when the index was
+    built from those vectors) the files must have them. Exports from before the checksums get
+    a comparison instead where one is exact: a ``Flat`` index stores the vectors themselves;
+    an approximate index of such an export (whose codes cannot be compared exactly) gets none.
     """
     checksums: dict[str, str] = meta.get("sha256") or {}
     for name in CHECKSUMMED if checksums else ():
@@ -289,7 +289,7 @@ def check_index_holds(
                 f"{path / name} is not the file exported with this retriever: its sha256 is "
                 f"{found}, meta.json says {checksums[name]} (replaced or modified after export)"
             )
-    if not isinstance(index, faiss.IndexFlat):
+    if checksums or not isinstance(index, faiss.IndexFlat):
         return
     block = 65536  # rows compared at a time: bounded extra memory for large catalogues
     for start in range(0, len(items), block):
