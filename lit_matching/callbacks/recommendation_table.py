@@ -29,7 +29,7 @@ from lit_matching.data.movielens import load_movielens_small_movies
 from lit_matching.retrieval.encoding import CatalogueEncoder, encode_catalogue
 from lit_matching.retrieval.search import build_index, search_top_k
 from lit_matching.retrieval.validation import check_k
-from lit_matching.serving.retriever import export_retriever
+from lit_matching.serving.from_training import export_retriever
 
 __all__ = ["MOVIELENS_TITLES", "RecommendationTable", "load_item_titles", "recommendation_table"]
 
@@ -314,7 +314,7 @@ class RecommendationTable(Callback):
 
         with tempfile.TemporaryDirectory() as temp:
             # The artifact copies the files into W&B's staging area as they are added.
-            path = export_retriever(module, datamodule, Path(temp) / "retriever")
+            path = export_retriever(module, datamodule, Path(temp) / "retriever", towers=False)
             meta = json.loads((path / "meta.json").read_text())
             for logger in loggers:
                 run = logger.experiment

@@ -25,7 +25,8 @@ from lit_matching.cli.configs import (
 from lit_matching.cli.lightning import MatchingCLI, _unsafe_checkpoint
 from lit_matching.data.datamodule import MatchingDataModule
 from lit_matching.modes.base import MatchingModule
-from lit_matching.serving.retriever import Retriever, export_retriever
+from lit_matching.serving.from_training import export_retriever
+from lit_matching.serving.retriever import Retriever
 
 __all__ = ["configs_command", "export_command", "recommend_command"]
 

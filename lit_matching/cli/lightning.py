@@ -28,7 +28,7 @@ from lit_matching.cli.configs import _resolve_configs
 from lit_matching.data.datamodule import MatchingDataModule
 from lit_matching.modes.base import MatchingModule
 from lit_matching.retrieval.evaluation import RetrievalEvaluator, most_popular_metrics
-from lit_matching.serving.retriever import export_retriever
+from lit_matching.serving.from_training import export_retriever
 
 __all__ = ["MatchingCLI", "RunConfigSaver", "format_metrics_table", "run_cli", "run_dir"]
 

@@ -30,8 +30,7 @@ Example:
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -41,6 +40,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 
+from lit_matching.data.feature_values import category_codes, sorted_values, split_values
 from lit_matching.data.interactions import IdVocabulary
 
 __all__ = [
@@ -312,21 +312,6 @@ def _encode(spec: FeatureSpec, values: pd.Series) -> FeatureColumn:
     raise TypeError(f"unknown feature spec {spec!r}")
 
 
-def _sorted(values: Iterable[Any]) -> tuple[Any, ...]:
-    """Values sorted naturally, or by type and text when they do not compare."""
-    values = list(values)
-    try:
-        return tuple(sorted(values))
-    except TypeError:
-        return tuple(sorted(values, key=lambda v: (type(v).__name__, str(v))))
-
-
-def _codes(categories: tuple[Any, ...], values: Sequence[Any]) -> np.ndarray:
-    """Codes ``1..n`` of ``values`` among ``categories``; ``0`` for values not among them."""
-    index = pd.Index(categories, dtype=object).get_indexer(pd.Index(values, dtype=object))
-    return (index + 1).astype(np.int64)
-
-
 def _encode_categorical(values: pd.Series) -> CategoricalColumn:
     """Sorted distinct values -> codes ``1..n``, missing -> ``0``.
 
@@ -334,8 +319,8 @@ def _encode_categorical(values: pd.Series) -> CategoricalColumn:
         >>> _encode_categorical(pd.Series(["m", None, "f", "m"])).codes.tolist()
         [2, 0, 1, 2]
     """
-    categories = _sorted(pd.unique(values.dropna()))
-    codes = _codes(categories, values.tolist())
+    categories = sorted_values(pd.unique(values.dropna()))
+    codes = category_codes(categories, values.tolist())
     codes[values.isna().to_numpy()] = 0
     return CategoricalColumn(codes=torch.from_numpy(codes), categories=categories)
 
@@ -364,24 +349,6 @@ def _encode_numeric(spec: Numeric, values: pd.Series) -> NumericColumn:
     )
 
 
-def _split(value: Any, sep: str | None) -> list[Any]:
-    """The values of one multi-categorical cell (missing cell or values dropped).
-
-    Example:
-        >>> _split("Action| Comedy|", "|"), _split(["a", None], "|"), _split(float("nan"), "|")
-        (['Action', 'Comedy'], ['a'], [])
-    """
-    if isinstance(value, str):
-        return [token.strip() for token in value.split(sep) if token.strip()]
-    if isinstance(value, list | tuple | np.ndarray | pd.Series):
-        return [v for v in value if not _is_missing(v)]
-    return [] if _is_missing(value) else [value]
-
-
-def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
-
-
 def _encode_multi(spec: MultiCategorical, values: pd.Series) -> MultiCategoricalColumn:
     """Lists of codes, truncated to ``spec.max_length`` and right-padded with ``0``.
 
@@ -392,15 +359,15 @@ def _encode_multi(spec: MultiCategorical, values: pd.Series) -> MultiCategorical
     """
     if spec.max_length is not None and spec.max_length < 1:
         raise ValueError(f"max_length of {spec.name!r} has to be positive, got {spec.max_length}")
-    lists = [_split(value, spec.sep) for value in values.tolist()]
+    lists = [split_values(value, spec.sep) for value in values.tolist()]
     if spec.max_length is not None:
         lists = [values[: spec.max_length] for values in lists]
-    categories = _sorted({v for values in lists for v in values})
+    categories = sorted_values({v for values in lists for v in values})
     width = max([1, *map(len, lists)])
     codes = np.zeros((len(lists), width), dtype=np.int64)
     for row, row_values in enumerate(lists):
         if row_values:
-            codes[row, : len(row_values)] = _codes(categories, row_values)
+            codes[row, : len(row_values)] = category_codes(categories, row_values)
     lengths = np.array([len(values) for values in lists], dtype=np.int64)
     return MultiCategoricalColumn(
         codes=torch.from_numpy(codes), lengths=torch.from_numpy(lengths), categories=categories

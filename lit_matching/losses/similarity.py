@@ -29,7 +29,7 @@ from typing import ClassVar, Literal
 import torch.nn.functional as F
 from torch import Tensor
 
-FaissMetric = Literal["l2", "ip"]
+from lit_matching.losses.faiss_metrics import FAISS_METRICS, FaissMetric
 
 __all__ = ["Cosine", "Dot", "Euclidean", "Similarity", "SimilarityName", "get_similarity"]
 
@@ -102,7 +102,7 @@ class Dot(Similarity):
     """
 
     name = "dot"
-    faiss_metric: ClassVar[FaissMetric] = "ip"
+    faiss_metric: ClassVar[FaissMetric] = FAISS_METRICS["dot"]
 
     def matrix(self, queries: Tensor, candidates: Tensor) -> Tensor:  # noqa: D102
         return queries @ candidates.transpose(-1, -2)
@@ -130,7 +130,7 @@ class Cosine(Dot):
 
     name = "cosine"
     # Inner product of normalised vectors: exactly the cosine, and 0 for a zero vector.
-    faiss_metric: ClassVar[FaissMetric] = "ip"
+    faiss_metric: ClassVar[FaissMetric] = FAISS_METRICS["cosine"]
 
     def prepare(self, x: Tensor) -> Tensor:  # noqa: D102
         return F.normalize(x, dim=-1)
@@ -156,7 +156,7 @@ class Euclidean(Similarity):
     """
 
     name = "euclidean"
-    faiss_metric: ClassVar[FaissMetric] = "l2"
+    faiss_metric: ClassVar[FaissMetric] = FAISS_METRICS["euclidean"]
 
     def matrix(self, queries: Tensor, candidates: Tensor) -> Tensor:  # noqa: D102
         # |q|^2 - 2<q, c> + |c|^2 is one matmul instead of a (B, N, d) difference tensor.

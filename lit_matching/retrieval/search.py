@@ -6,10 +6,9 @@ from collections.abc import Callable, Mapping
 
 import faiss
 import numpy as np
-from pytorch_lightning.utilities import rank_zero_info
 
 from lit_matching.data.item_sets import ItemSets
-from lit_matching.losses.similarity import FaissMetric
+from lit_matching.losses.faiss_metrics import FaissMetric
 from lit_matching.retrieval.validation import check_k
 
 __all__ = [
@@ -113,6 +112,9 @@ def to_gpu(index: faiss.Index, use_gpu: bool | None, spec: str) -> faiss.Index:
     except RuntimeError as err:  # e.g. HNSW has no GPU version
         if use_gpu:
             raise ValueError(f"index {spec!r} cannot move to the GPU: {err}") from None
+        # Imported here: serving imports this module without Lightning.
+        from pytorch_lightning.utilities import rank_zero_info
+
         rank_zero_info(f"lit_matching: index {spec!r} stays on the CPU ({err})")
         return index
 

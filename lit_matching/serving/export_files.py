@@ -20,7 +20,7 @@ import numpy as np
 from lit_matching._version import __version__
 from lit_matching.data.interactions import id_kind
 from lit_matching.data.item_sets import ItemSets
-from lit_matching.losses.similarity import get_similarity
+from lit_matching.losses.faiss_metrics import similarity_metric
 from lit_matching.retrieval.search import set_search_params
 
 __all__ = [
@@ -34,8 +34,10 @@ __all__ = [
     "SEEN",
     "USER_EMBEDDINGS",
     "USER_IDS",
+    "check_file_sha256",
     "check_finite",
     "check_index_holds",
+    "file_names",
     "read_embeddings",
     "read_ids",
     "read_index",
@@ -147,21 +149,22 @@ def _check_entries(file: Path, meta: dict[str, Any]) -> None:
 def _check_metric(file: Path, meta: dict[str, Any]) -> None:
     """Raise unless the metric suits the similarity and the checksums are well-formed."""
     try:
-        similarity = get_similarity(meta["similarity"])
+        name, metric = similarity_metric(meta["similarity"])
     except ValueError as err:
         raise ValueError(f"{file}: {err}") from None
     # Cosine exports written before cosine searched an inner-product index say "l2"; load
     # rebuilds their index.
-    legacy = similarity.name == "cosine" and meta["metric"] == "l2"
-    if meta["metric"] != similarity.faiss_metric and not legacy:
+    legacy = name == "cosine" and meta["metric"] == "l2"
+    if meta["metric"] != metric and not legacy:
         raise ValueError(
             f"{file}: metric {meta['metric']!r} does not match similarity "
-            f"{similarity.name!r} (which needs {similarity.faiss_metric!r})"
+            f"{name!r} (which needs {metric!r})"
         )
     checksums = meta.get("sha256")
+    names = file_names(meta)
     if checksums is not None and not (
         isinstance(checksums, dict)
-        and all(isinstance(checksums.get(name), str) for name in CHECKSUMMED)
+        and all(isinstance(checksums.get(names[part]), str) for part in CHECKSUMMED)
     ):
         raise ValueError(
             f"{file}: 'sha256' must map {', '.join(CHECKSUMMED)} to hex digests: {checksums!r}"
@@ -271,6 +274,34 @@ def read_index(file: Path, meta: dict[str, Any]) -> faiss.Index:
     return index
 
 
+def check_file_sha256(path: Path, meta: dict[str, Any], name: str) -> None:
+    """Raise unless file ``name`` of the export has the ``sha256`` ``meta.json`` lists for it."""
+    expected = (meta.get("sha256") or {}).get(name)
+    if not isinstance(expected, str):
+        raise ValueError(f"{path / META} lists no sha256 for {name}: the export is incomplete")
+    if not (path / name).is_file():
+        raise FileNotFoundError(f"retriever export {path} is incomplete: missing {name}")
+    found = sha256(path / name)
+    if found != expected:
+        raise ValueError(
+            f"{path / name} is not the file exported with this retriever: its sha256 is "
+            f"{found}, meta.json says {expected} (replaced or modified after export)"
+        )
+
+
+def file_names(meta: dict[str, Any]) -> dict[str, str]:
+    """The file of each part of the export: ``meta.json`` ``files`` by part, or the defaults.
+
+    Exports written before item updates list the default names (or nothing); an updated export
+    names each part's file of its current version.
+    """
+    files = meta.get("files")
+    names = dict(zip(FILES, FILES, strict=True))
+    if isinstance(files, dict):
+        names |= {str(part): str(name) for part, name in files.items()}
+    return names
+
+
 def check_index_holds(
     path: Path, meta: dict[str, Any], index: faiss.Index, items: np.ndarray
 ) -> None:
@@ -282,13 +313,9 @@ def check_index_holds(
     an approximate index of such an export (whose codes cannot be compared exactly) gets none.
     """
     checksums: dict[str, str] = meta.get("sha256") or {}
-    for name in CHECKSUMMED if checksums else ():
-        found = sha256(path / name)
-        if found != checksums[name]:
-            raise ValueError(
-                f"{path / name} is not the file exported with this retriever: its sha256 is "
-                f"{found}, meta.json says {checksums[name]} (replaced or modified after export)"
-            )
+    names = file_names(meta)
+    for part in CHECKSUMMED if checksums else ():
+        check_file_sha256(path, meta, names[part])
     if checksums or not isinstance(index, faiss.IndexFlat):
         return
     block = 65536  # rows compared at a time: bounded extra memory for large catalogues

@@ -42,7 +42,7 @@ import numpy as np
 
 from lit_matching.data.interactions import id_kind
 from lit_matching.data.item_sets import ItemSets
-from lit_matching.losses.similarity import get_similarity
+from lit_matching.losses.faiss_metrics import similarity_metric
 from lit_matching.retrieval.search import build_index, to_gpu
 from lit_matching.serving.export_files import (
     CHECKSUMMED,
@@ -55,6 +55,7 @@ from lit_matching.serving.export_files import (
     USER_EMBEDDINGS,
     USER_IDS,
     check_index_holds,
+    file_names,
     read_embeddings,
     read_ids,
     read_index,
@@ -62,8 +63,16 @@ from lit_matching.serving.export_files import (
     read_seen,
     sha256,
 )
+from lit_matching.serving.serving_towers import ServingTower
+from lit_matching.serving.tower_files import (
+    POPULARITY,
+    TOWER_FILES,
+    read_popularity,
+    read_tower,
+    write_tower,
+)
 
-__all__ = ["ExportContents", "read_export", "write_export"]
+__all__ = ["ExportContents", "read_export", "update_export", "write_export"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,9 @@ class ExportContents:
     item_ids: list[Any]
     seen: ItemSets | None
     index: faiss.Index
+    user_tower: ServingTower | None = None
+    item_tower: ServingTower | None = None
+    popularity: np.ndarray | None = None
 
 
 def _json_id(value: Any, what: str) -> str | int | float:
@@ -165,33 +177,92 @@ def write_export(
     return target
 
 
-def _write(path: Path, contents: ExportContents, meta: dict[str, Any]) -> None:
-    np.save(path / USER_EMBEDDINGS, contents.user_embeddings, allow_pickle=False)
-    np.save(path / ITEM_EMBEDDINGS, contents.item_embeddings, allow_pickle=False)
+def _versioned(name: str, version: int) -> str:
+    """``name`` of the export's ``version`` (0: the name itself), e.g. ``index.2.faiss``."""
+    stem, dot, extension = name.rpartition(".")
+    return name if version == 0 else f"{stem}.{version}{dot}{extension}"
+
+
+def _write(path: Path, contents: ExportContents, meta: dict[str, Any], version: int = 0) -> None:
+    """Write every file of ``contents`` under its name of ``version``, then ``meta.json``."""
+    names = {name: _versioned(name, version) for name in (*FILES, *_optional_files(contents))}
+    np.save(path / names[USER_EMBEDDINGS], contents.user_embeddings, allow_pickle=False)
+    np.save(path / names[ITEM_EMBEDDINGS], contents.item_embeddings, allow_pickle=False)
     for name, raw_ids, what in (
         (USER_IDS, contents.user_ids, "user"),
         (ITEM_IDS, contents.item_ids, "item"),
     ):
         ids = [_json_id(value, what) for value in raw_ids]
-        (path / name).write_text(json.dumps(ids, allow_nan=False), encoding="utf-8")
+        (path / names[name]).write_text(json.dumps(ids, allow_nan=False), encoding="utf-8")
     seen = contents.seen
     if seen is None:
         num_users, num_items = len(contents.user_embeddings), len(contents.item_embeddings)
         empty = np.zeros(0, np.int64)
         seen = ItemSets(np.zeros(num_users + 1, np.int64), empty, num_items)
-    with open(path / SEEN, "wb") as file:
+    with open(path / names[SEEN], "wb") as file:
         np.savez(
             file,
             indptr=np.asarray(seen.indptr, dtype=np.int64),
             indices=np.asarray(seen.indices, dtype=np.int64),
         )
     index = contents.index
-    faiss.write_index(faiss.index_gpu_to_cpu(index) if _on_gpu(index) else index, str(path / INDEX))
+    faiss.write_index(
+        faiss.index_gpu_to_cpu(index) if _on_gpu(index) else index, str(path / names[INDEX])
+    )
+    towers = {}
+    for side, tower in (("user", contents.user_tower), ("item", contents.item_tower)):
+        if tower is not None:
+            files = TOWER_FILES[side]
+            towers[side] = write_tower(path, tower, (names[files[0]], names[files[1]]))
+    if contents.popularity is not None:
+        np.save(path / names[POPULARITY], contents.popularity.astype(np.float64))
     # Checksums of the files as written: load then knows the index is the one built over
-    # these item vectors, whatever the index type (an approximate one cannot be compared).
-    checksums = {name: sha256(path / name) for name in CHECKSUMMED}
-    text = json.dumps(meta | {"sha256": checksums}, indent=2, allow_nan=False)
-    (path / META).write_text(text + "\n", encoding="utf-8")
+    # these item vectors (an approximate one cannot be compared), and the towers are these.
+    checksums = {
+        names[name]: sha256(path / names[name])
+        for name in (*CHECKSUMMED, *_optional_files(contents))
+    }
+    meta = meta | {"files": names, "towers": towers or None, "sha256": checksums}
+    temporary = path / f".{META}.{secrets.token_hex(6)}.tmp"
+    temporary.write_text(json.dumps(meta, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(temporary, path / META)  # atomic: readers see the old meta.json or the new one
+
+
+def _optional_files(contents: ExportContents) -> tuple[str, ...]:
+    """The tower and popularity files ``contents`` has."""
+    names: list[str] = []
+    for side, tower in (("user", contents.user_tower), ("item", contents.item_tower)):
+        names += TOWER_FILES[side] if tower is not None else ()
+    return (*names, *((POPULARITY,) if contents.popularity is not None else ()))
+
+
+def update_export(
+    directory: str | os.PathLike[str], contents: ExportContents, meta: dict[str, Any]
+) -> Path:
+    """Replace the export in ``directory`` with ``contents`` in place, atomically.
+
+    The new files are written beside the old ones under new names (``item_embeddings.3.npy``
+    ...), then ``meta.json``, which names them, replaces the old one in a single rename; only
+    then are the old files removed. A crash at any point leaves a readable export: the old
+    one, or the new one (with, at worst, unreferenced files of the other).
+
+    Args:
+        directory: An existing export.
+        contents: What it holds now.
+        meta: Its new ``meta.json`` (without ``files``, ``towers`` and ``sha256``).
+
+    Returns:
+        The path of the export.
+    """
+    path = Path(directory)
+    old = read_meta(path)
+    version = int(old.get("version", 0)) + 1
+    referenced = set(file_names(old).values()) | set(old.get("sha256") or {})
+    _write(path, contents, meta | {"version": version}, version)
+    current = set(file_names(read_meta(path)).values())
+    for name in referenced - current:
+        (path / name).unlink(missing_ok=True)
+    return path
 
 
 def read_export(
@@ -218,7 +289,7 @@ def read_export(
     if not path.is_dir():
         raise FileNotFoundError(f"{path} is not a directory (no retriever export there)")
     meta = read_meta(path)
-    missing = [name for name in FILES if not (path / name).is_file()]
+    missing = [name for name in file_names(meta).values() if not (path / name).is_file()]
     if missing:
         raise FileNotFoundError(
             f"retriever export {path} is incomplete: missing {', '.join(missing)}"
@@ -226,24 +297,33 @@ def read_export(
     dim, num_users, num_items = meta["dimension"], meta["num_users"], meta["num_items"]
     interests = meta.get("interests")
     user_shape = (num_users, dim) if interests is None else (num_users, interests, dim)
-    items = read_embeddings(path / ITEM_EMBEDDINGS, (num_items, dim), "num_items")
+    names = file_names(meta)
+    items = read_embeddings(path / names[ITEM_EMBEDDINGS], (num_items, dim), "num_items")
     contents = ExportContents(
-        user_embeddings=read_embeddings(path / USER_EMBEDDINGS, user_shape, "num_users"),
+        user_embeddings=read_embeddings(path / names[USER_EMBEDDINGS], user_shape, "num_users"),
         item_embeddings=items,
-        user_ids=read_ids(path / USER_IDS, num_users, "num_users"),
-        item_ids=read_ids(path / ITEM_IDS, num_items, "num_items"),
-        seen=read_seen(path / SEEN, num_users, num_items),
+        user_ids=read_ids(path / names[USER_IDS], num_users, "num_users"),
+        item_ids=read_ids(path / names[ITEM_IDS], num_items, "num_items"),
+        seen=read_seen(path / names[SEEN], num_users, num_items),
         index=_load_index(path, meta, items, use_gpu),
+        user_tower=read_tower(path, meta, "user", _tower_names(names, "user"), num_users),
+        item_tower=read_tower(path, meta, "item", _tower_names(names, "item"), num_items),
+        popularity=read_popularity(path, meta, names.get(POPULARITY, POPULARITY), num_items),
     )
     return contents, meta
+
+
+def _tower_names(names: dict[str, str], side: str) -> tuple[str, str]:
+    graph, stored = TOWER_FILES[side]
+    return names.get(graph, graph), names.get(stored, stored)
 
 
 def _load_index(
     path: Path, meta: dict[str, Any], items: np.ndarray, use_gpu: bool | None
 ) -> faiss.Index:
     """``index.faiss``, checked against ``items``; rebuilt for a cosine export with an L2 one."""
-    similarity = get_similarity(meta["similarity"])
-    if meta["metric"] != similarity.faiss_metric:  # a cosine export with an L2 index
+    metric = similarity_metric(meta["similarity"])[1]
+    if meta["metric"] != metric:  # a cosine export with an L2 index
         warnings.warn(
             f"retriever export {path} holds an L2 index for cosine (meta.json metric 'l2', "
             f"lit_matching {meta.get('lit_matching_version', '?')}), which ranks zero "
@@ -252,9 +332,7 @@ def _load_index(
             UserWarning,
             stacklevel=4,  # the caller of Retriever.load (-> read_export -> here)
         )
-        return build_index(
-            items, similarity.faiss_metric, meta["index"], meta["search_params"], use_gpu
-        )
-    index = read_index(path / INDEX, meta)
+        return build_index(items, metric, meta["index"], meta["search_params"], use_gpu)
+    index = read_index(path / file_names(meta)[INDEX], meta)
     check_index_holds(path, meta, index, items)
     return to_gpu(index, use_gpu, meta["index"])

@@ -24,19 +24,19 @@ from typing import Any
 import faiss
 import numpy as np
 import pandas as pd
-import torch
 
 from lit_matching._version import __version__
 from lit_matching.data.item_sets import ItemSets
-from lit_matching.losses.similarity import FaissMetric, Similarity, get_similarity
-from lit_matching.retrieval.encoding import CatalogueEncoder, encode_catalogue
+from lit_matching.losses.faiss_metrics import FaissMetric, similarity_metric
 from lit_matching.retrieval.search import EXACT, build_index, search_top_k
 from lit_matching.retrieval.validation import check_k
-from lit_matching.serving.export_files import FILES, FORMAT_VERSION, check_finite
+from lit_matching.serving.export_files import FORMAT_VERSION, check_finite
 from lit_matching.serving.export_format import ExportContents, read_export, write_export
 from lit_matching.serving.raw_ids import as_list, positions, result_frame, unique_ids
+from lit_matching.serving.requests import Recommendation, UserRequest, answer
+from lit_matching.serving.serving_towers import ServingTower
 
-__all__ = ["FORMAT_VERSION", "Retriever", "export_retriever"]
+__all__ = ["FORMAT_VERSION", "Recommendation", "Retriever", "UserRequest"]
 
 #: Number of results when ``k`` is not given.
 DEFAULT_K = 10
@@ -65,6 +65,11 @@ class Retriever:
         use_gpu: Put the index on the GPUs; ``None`` does when faiss sees one.
         faiss_index: A ready index over ``item_embeddings`` (as read by :meth:`load`) instead
             of building one.
+        user_tower: The exported user tower, to compute vectors from fresh histories and
+            features (:meth:`recommend_for`); ``None``: known users only.
+        item_tower: The exported item tower, when it reads side features (new items).
+        popularity: Interactions per item in training, the fallback for a user with nothing
+            known (``None``: all equal, i.e. catalogue order).
 
     Example:
         >>> vectors = np.array([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7]], dtype=np.float32)
@@ -86,13 +91,16 @@ class Retriever:
         item_embeddings: np.ndarray,
         user_ids: Sequence[Any],
         item_ids: Sequence[Any],
-        similarity: str | Similarity = "cosine",
+        similarity: Any = "cosine",
         seen: ItemSets | None = None,
         index: str = EXACT,
         search_params: Mapping[str, float] | None = None,
         default_k: int = DEFAULT_K,
         use_gpu: bool | None = None,
         faiss_index: faiss.Index | None = None,
+        user_tower: ServingTower | None = None,
+        item_tower: ServingTower | None = None,
+        popularity: np.ndarray | None = None,
     ):
         users = np.ascontiguousarray(user_embeddings, dtype=np.float32)
         items = np.ascontiguousarray(item_embeddings, dtype=np.float32)
@@ -116,7 +124,7 @@ class Retriever:
                 f"seen items cover {seen.num_rows} users x {seen.num_items} items, but there "
                 f"are {len(users)} users x {len(items)} items"
             )
-        self._similarity = get_similarity(similarity)
+        self._similarity_name, self._metric = similarity_metric(similarity)
         self._user_embeddings, self._item_embeddings = users, items
         self._user_index = unique_ids(user_ids, "user")
         self._item_index = unique_ids(item_ids, "item")
@@ -124,7 +132,7 @@ class Retriever:
         self._spec = index
         self._search_params = dict(search_params or {})
         self.default_k = check_k(default_k, "default_k")
-        metric = self._similarity.faiss_metric
+        metric = self._metric
         if faiss_index is None:
             faiss_index = build_index(items, metric, index, self._search_params, use_gpu)
         elif faiss_index.ntotal != len(items) or faiss_index.d != items.shape[1]:
@@ -133,59 +141,26 @@ class Retriever:
                 f"there are {len(items)} items of size {items.shape[1]}"
             )
         self._index = faiss_index
+        self.user_tower, self.item_tower = user_tower, item_tower
+        self.popularity = (
+            np.zeros(len(items)) if popularity is None else np.asarray(popularity, np.float64)
+        )
+        if self.popularity.shape != (len(items),):
+            raise ValueError(f"popularity has shape {self.popularity.shape}, not ({len(items)},)")
+        #: Item positions by falling popularity (ties: lower position first).
+        self.popular_order = np.argsort(-self.popularity, kind="stable")
 
-    # ------------------------------------------------------------------ construction
     @classmethod
-    def from_module(
-        cls,
-        module: CatalogueEncoder,
-        datamodule: Any,
-        index: str = EXACT,
-        search_params: Mapping[str, float] | None = None,
-        batch_size: int = 4096,
-        default_k: int = DEFAULT_K,
-        use_gpu: bool | None = None,
-    ) -> Retriever:
+    def from_module(cls, module: Any, datamodule: Any, **kwargs: Any) -> Retriever:
         """Encode every user and item of ``datamodule`` with a trained ``module``.
 
-        Args:
-            module: A trained :class:`~lit_matching.modes.base.MatchingModule` (anything with
-                ``encode_users``, ``encode_items`` and ``similarity``).
-            datamodule: The :class:`~lit_matching.data.datamodule.MatchingDataModule` it was
-                trained on: its vocabularies map raw ids, and its train, validation and test
-                items are what each user has seen.
-            index: FAISS index-factory string.
-            search_params: Search-time parameters of the index.
-            batch_size: Users / items encoded per forward pass.
-            default_k: Number of results when ``k`` is not given.
-            use_gpu: Put the index on the GPUs; ``None`` does when faiss sees one.
-
-        Returns:
-            The retriever. The module is encoded in eval mode without gradients, on its own
-            device, and left in the mode it was in, each submodule's included
-            (:func:`~lit_matching.retrieval.encoding.encode_catalogue`).
+        See :func:`~lit_matching.serving.from_training.retriever_from_module` (the arguments
+        are passed on to it).
         """
-        num_users, num_items = datamodule.num_users, datamodule.num_items
-        # Users as known after all the data (their full history, if the model uses one).
-        user_features = (
-            datamodule.user_features("serve", np.arange(num_users))
-            if hasattr(datamodule, "user_features")
-            else {"ids": torch.arange(num_users)}
-        )
-        users, items = encode_catalogue(module, user_features, num_items, batch_size=batch_size)
-        seen = datamodule.train_items.union(datamodule.val_items).union(datamodule.test_items)
-        return cls(
-            users,
-            items,
-            datamodule.user_vocab.to_list(),
-            datamodule.item_vocab.to_list(),
-            similarity=module.similarity,
-            seen=seen,
-            index=index,
-            search_params=search_params,
-            default_k=default_k,
-            use_gpu=use_gpu,
-        )
+        # Imported here: serving a loaded export needs no torch, training code does.
+        from lit_matching.serving.from_training import retriever_from_module
+
+        return retriever_from_module(module, datamodule, **kwargs)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -201,12 +176,12 @@ class Retriever:
     @property
     def similarity(self) -> str:
         """Name of the similarity (``"cosine"``, ``"dot"`` or ``"euclidean"``)."""
-        return self._similarity.name
+        return self._similarity_name
 
     @property
     def metric(self) -> FaissMetric:
         """FAISS metric of the index, ``"l2"`` or ``"ip"``."""
-        return self._similarity.faiss_metric
+        return self._metric
 
     @property
     def index_spec(self) -> str:
@@ -290,6 +265,58 @@ class Retriever:
         columns = ("user_id", "rank", "item_id", "score")
         return result_frame(self._user_index, self._item_index, users, items, scores, columns)
 
+    def recommend_for(
+        self,
+        user_id: Any = None,
+        history: Sequence[Any] | None = None,
+        features: Mapping[str, Any] | None = None,
+        k: int | None = None,
+        exclude: Sequence[Any] = (),
+        exclude_seen: bool = True,
+    ) -> Recommendation:
+        """Top ``k`` items for anyone: a known user, a fresh history, features, or nobody.
+
+        A known user with nothing new gets the exported vector (as :meth:`recommend`); a
+        ``history`` (raw item ids, oldest first) or ``features`` give a vector computed by the
+        exported user tower; with nothing usable (an unknown user and no history or features,
+        or a user tower that is an id embedding) the answer is the most popular items, with
+        ``source="popular"``. See :mod:`lit_matching.serving.requests`.
+
+        Args:
+            user_id: A raw user id, known or not, or ``None``.
+            history: The user's latest items, replacing the stored history. Unknown item ids
+                are dropped and listed in ``dropped_items``; these items are not recommended.
+            features: Raw side-feature values by name, replacing the stored ones.
+            k: Number of items (default :attr:`default_k`).
+            exclude: Raw item ids never to recommend.
+            exclude_seen: Never recommend the items a known user was exported with.
+
+        Returns:
+            The :class:`~lit_matching.serving.requests.Recommendation`.
+
+        Raises:
+            ValueError: A feature the user tower does not read, or a value it cannot encode.
+        """
+        request = UserRequest(user_id, history, features, k, exclude, exclude_seen)
+        return answer(self, [request])[0]
+
+    def recommend_requests(self, requests: Sequence[UserRequest]) -> list[Recommendation]:
+        """:meth:`recommend_for` for many requests at once: one tower run, one search."""
+        return answer(self, requests)
+
+    def user_position(self, raw_user_id: Any) -> int:
+        """The position of a raw user id, ``-1`` if unknown (or ``None``)."""
+        if raw_user_id is None:
+            return -1
+        return int(self._user_index.get_indexer(pd.Index([raw_user_id], dtype=object))[0])
+
+    def item_positions(self, raw_item_ids: Sequence[Any], keep_unknown: bool = False) -> np.ndarray:
+        """Positions of raw item ids: unknown ones dropped, or ``-1`` with ``keep_unknown``."""
+        if len(raw_item_ids) == 0:
+            return np.zeros(0, dtype=np.int64)
+        found = self._item_index.get_indexer(pd.Index(list(raw_item_ids), dtype=object))
+        return found.astype(np.int64) if keep_unknown else found[found >= 0].astype(np.int64)
+
     def similar_items(self, raw_item_ids: Any, k: int | None = None) -> pd.DataFrame:
         """The ``k`` items closest to each given item, never the item itself.
 
@@ -327,7 +354,6 @@ class Retriever:
             "num_items": self.num_items,
             "default_k": self.default_k,
             "dtype": "float32",
-            "files": list(FILES),
         }
 
     def export(self, directory: str | os.PathLike[str], overwrite: bool = False) -> Path:
@@ -352,6 +378,9 @@ class Retriever:
             self.item_ids,
             self._seen,
             self._index,
+            self.user_tower,
+            self.item_tower,
+            self.popularity,
         )
         return write_export(directory, contents, self.meta(), overwrite)
 
@@ -382,42 +411,9 @@ class Retriever:
                 search_params=meta["search_params"],
                 default_k=meta["default_k"],
                 faiss_index=contents.index,
+                user_tower=contents.user_tower,
+                item_tower=contents.item_tower,
+                popularity=contents.popularity,
             )
         except ValueError as err:
             raise ValueError(f"retriever export {Path(directory)}: {err}") from None
-
-
-def export_retriever(
-    module: CatalogueEncoder, datamodule: Any, directory: str | os.PathLike[str], **kwargs: Any
-) -> Path:
-    """Encode ``datamodule``'s users and items with ``module`` and export them to ``directory``.
-
-    Args:
-        module: The trained module (see :meth:`Retriever.from_module`).
-        datamodule: The data it was trained on.
-        directory: Where to write the export.
-        **kwargs: ``overwrite`` goes to :meth:`Retriever.export`, everything else (``index``,
-            ``search_params``, ``batch_size``, ...) to :meth:`Retriever.from_module`.
-
-    Returns:
-        The path of the export (open it with :meth:`Retriever.load`).
-
-    Example:
-        >>> from lit_matching import IDEmbeddingTower, ListwiseMatching, MatchingDataModule
-        >>> log = pd.DataFrame({"user_id": [1, 1, 1, 2, 2, 2], "item_id": [5, 6, 7, 5, 7, 8],
-        ...                     "timestamp": [1, 2, 3, 1, 2, 3]})
-        >>> data = MatchingDataModule(interactions=log)
-        >>> model = ListwiseMatching(IDEmbeddingTower(data.num_users, 4),
-        ...                          IDEmbeddingTower(data.num_items, 4))
-        >>> import tempfile
-        >>> with tempfile.TemporaryDirectory() as folder:
-        ...     path = export_retriever(model, data, Path(folder) / "retriever")
-        ...     print(sorted(file.name for file in path.iterdir()))
-        ...     print(Retriever.load(path).recommend(1, k=1).columns.tolist())
-        ... # doctest: +NORMALIZE_WHITESPACE
-        ['index.faiss', 'item_embeddings.npy', 'item_ids.json', 'meta.json', 'seen_items.npz',
-         'user_embeddings.npy', 'user_ids.json']
-        ['user_id', 'rank', 'item_id', 'score']
-    """
-    overwrite = kwargs.pop("overwrite", False)
-    return Retriever.from_module(module, datamodule, **kwargs).export(directory, overwrite)

@@ -8,8 +8,9 @@ length left free, and whose output is ``vectors`` (``(B, d)``, or ``(B, K, d)`` 
 multi-interest tower). It is traced with ``torch.export`` (``torch.onnx.export(dynamo=True)``);
 towers take their export paths while traced (e.g. the GRU without packed sequences).
 
-:class:`OnnxTower` runs such a file with onnxruntime alone: no torch, no Lightning, no training
-code, which is what a serving process needs to compute a user vector from a fresh history.
+:class:`~lit_matching.serving.onnx_tower.OnnxTower` runs such a file with onnxruntime alone:
+no torch, no Lightning, no training code, which is what a serving process needs to compute a
+user vector from a fresh history.
 
 Towers with a recurrent layer (the GRU tower) go through the TorchScript-based exporter
 (``dynamo=False``) instead: ``torch.export`` fixes the time axis of ``aten.gru`` to the
@@ -18,6 +19,7 @@ history widths. Both exporters write ONNX; the parity tests cover both.
 
 Example:
     >>> import tempfile, numpy as np
+    >>> from lit_matching.serving.onnx_tower import OnnxTower
     >>> from lit_matching.towers.sequence import HistoryPoolingTower
     >>> tower = HistoryPoolingTower(num_items=20, embedding_dim=8)
     >>> path = export_tower(tower, tempfile.mkdtemp() + "/user_tower.onnx", uses_history=True)
@@ -38,12 +40,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import onnxruntime
 import torch
 from torch import Tensor, nn
 
-__all__ = ["HISTORY_INPUTS", "OnnxTower", "export_tower", "tower_input_names"]
+__all__ = ["HISTORY_INPUTS", "export_tower", "tower_input_names"]
 
 #: The inputs a history tower reads besides ``ids``.
 HISTORY_INPUTS = ("history", "history_length")
@@ -61,20 +61,16 @@ def tower_input_names(uses_history: bool) -> tuple[str, ...]:
     return ("ids", *HISTORY_INPUTS) if uses_history else ("ids",)
 
 
-class _IdsInputs(nn.Module):
+class _Inputs(nn.Module):
     """The tower with its feature dict as positional inputs (what the exporter traces)."""
 
-    def __init__(self, tower: nn.Module):
+    def __init__(self, tower: nn.Module, names: tuple[str, ...]):
         super().__init__()
         self.tower = tower
+        self.names = names
 
-    def forward(self, ids: Tensor) -> Tensor:
-        return self.tower({"ids": ids})
-
-
-class _HistoryInputs(_IdsInputs):
-    def forward(self, ids: Tensor, history: Tensor, history_length: Tensor) -> Tensor:  # type: ignore[override]
-        return self.tower({"ids": ids, "history": history, "history_length": history_length})
+    def forward(self, *inputs: Tensor) -> Tensor:
+        return self.tower(dict(zip(self.names, inputs, strict=True)))
 
 
 def _example(num_rows: int, uses_history: bool, pad: int) -> dict[str, Tensor]:
@@ -95,6 +91,7 @@ def export_tower(
     uses_history: bool,
     num_ids: int = _EXAMPLE_BATCH,
     history_pad: int = 0,
+    feature_inputs: Mapping[str, Tensor] | None = None,
 ) -> Path:
     """Write ``tower`` as an ONNX file at ``path`` (in eval mode; its mode is restored).
 
@@ -104,6 +101,9 @@ def export_tower(
         uses_history: The tower reads ``history`` and ``history_length`` besides ``ids``.
         num_ids: Rows of the tower's id tables (the example ids stay below it).
         history_pad: The history padding index (``num_items``; never looked up).
+        feature_inputs: Further inputs by name, as example tensors of batch size 3 (e.g. a
+            :class:`~lit_matching.towers.feature.FeatureTower`'s ``feature.<name>`` inputs);
+            their first axis is left free, the others keep the example's size.
 
     Returns:
         ``path``.
@@ -111,9 +111,9 @@ def export_tower(
     Raises:
         ValueError: The tower cannot be traced for export (the exporter's reason is chained).
     """
-    names = tower_input_names(uses_history)
-    wrapper = (_HistoryInputs if uses_history else _IdsInputs)(tower)
-    example = _example(num_ids, uses_history, history_pad)
+    example = _example(num_ids, uses_history, history_pad) | dict(feature_inputs or {})
+    names = (*tower_input_names(uses_history), *(feature_inputs or {}))
+    wrapper = _Inputs(tower, names)
     options = _exporter_options(tower, names)
     was_training = tower.training
     tower.eval()
@@ -149,12 +149,11 @@ def _exporter_options(tower: nn.Module, names: tuple[str, ...]) -> dict[str, Any
             axes["history"] = {0: "batch", 1: "history_width"}
         return {"dynamo": False, "dynamic_axes": axes}
     batch = torch.export.Dim("batch", min=1)
-    shapes = {name: {0: batch} for name in names}
-    if "history" in names:
-        shapes["history"] = {0: batch, 1: torch.export.Dim("history_width", min=1)}
+    width = torch.export.Dim("history_width", min=1)
+    shapes = tuple({0: batch, 1: width} if name == "history" else {0: batch} for name in names)
     return {
         "dynamo": True,
-        "dynamic_shapes": shapes,
+        "dynamic_shapes": (shapes,),  # for forward(*inputs)
         "external_data": False,  # one file (up to ONNX's 2 GB)
         "optimize": False,  # onnxscript's optimiser dropped squash's eps (NaN at 0)
     }
@@ -174,30 +173,3 @@ def _quiet_exporter() -> Iterator[None]:
     finally:
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
-
-
-class OnnxTower:
-    """A tower exported by :func:`export_tower`, run with onnxruntime on numpy arrays.
-
-    Args:
-        path: The ``.onnx`` file.
-        threads: Intra-op threads of the session (``None``: onnxruntime's default).
-    """
-
-    def __init__(self, path: str | os.PathLike[str], threads: int | None = None):
-        options = onnxruntime.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = threads
-        self.path = Path(path)
-        self.session = onnxruntime.InferenceSession(
-            str(self.path), options, providers=["CPUExecutionProvider"]
-        )
-        self.input_names = tuple(node.name for node in self.session.get_inputs())
-
-    def __call__(self, features: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Vectors of ``features`` (``ids``, and ``history`` / ``history_length`` if read)."""
-        missing = [name for name in self.input_names if name not in features]
-        if missing:
-            raise ValueError(f"{self.path.name} needs input(s) {missing}; got {sorted(features)}")
-        inputs = {name: np.asarray(features[name], dtype=np.int64) for name in self.input_names}
-        return self.session.run(["vectors"], inputs)[0]

@@ -31,7 +31,10 @@ from torch import Tensor, nn
 
 from lit_matching.towers.id import Features, as_features, mlp
 
-__all__ = ["EncodedTable", "FeatureEncoder", "FeatureTower"]
+__all__ = ["FEATURE_PREFIX", "EncodedTable", "FeatureEncoder", "FeatureTower"]
+
+#: Prefix of the inputs that give a feature's encoded values (:meth:`FeatureEncoder.input_names`).
+FEATURE_PREFIX = "feature."
 
 
 # --------------------------------------------------------------------------- the input
@@ -88,9 +91,27 @@ def _embedding(num_embeddings: int, embedding_dim: int) -> nn.Embedding:
 
 
 class _Lookup(nn.Module):
-    """A per-feature part of :class:`FeatureEncoder`: ``(...) ids -> (..., out_dim)``."""
+    """A per-feature part of :class:`FeatureEncoder`: ``(...) ids -> (..., out_dim)``.
+
+    :meth:`inputs` reads the rows' encoded values from the table (the buffers), :meth:`encode`
+    turns encoded values into vectors; a caller that encodes the values itself (serving a new
+    entity) gives them as :data:`FEATURE_PREFIX` inputs instead.
+    """
 
     out_dim: int
+    #: Input name suffixes of the encoded values (see :meth:`FeatureEncoder.input_names`).
+    suffixes: tuple[str, ...] = ("",)
+
+    def inputs(self, ids: Tensor) -> tuple[Tensor, ...]:
+        """The encoded values of rows ``ids``, in the order :meth:`encode` takes them."""
+        raise NotImplementedError
+
+    def encode(self, *values: Tensor) -> Tensor:
+        """Vectors ``(..., out_dim)`` of encoded values."""
+        raise NotImplementedError
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return self.encode(*self.inputs(ids))
 
 
 class _CategoricalLookup(_Lookup):
@@ -104,8 +125,12 @@ class _CategoricalLookup(_Lookup):
         self.embedding = _embedding(column.cardinality, embedding_dim)
         self.out_dim = embedding_dim
 
-    def forward(self, ids: Tensor) -> Tensor:
-        return self.embedding(self.codes[ids])
+    def inputs(self, ids: Tensor) -> tuple[Tensor, ...]:
+        return (self.codes[ids],)
+
+    def encode(self, *values: Tensor) -> Tensor:
+        (codes,) = values
+        return self.embedding(codes)
 
 
 class _MultiCategoricalLookup(_Lookup):
@@ -113,6 +138,7 @@ class _MultiCategoricalLookup(_Lookup):
 
     codes: Tensor
     lengths: Tensor
+    suffixes = ("", ".length")
 
     def __init__(self, column: _MultiCategorical, embedding_dim: int):
         super().__init__()
@@ -121,8 +147,11 @@ class _MultiCategoricalLookup(_Lookup):
         self.embedding = _embedding(column.cardinality, embedding_dim)
         self.out_dim = embedding_dim
 
-    def forward(self, ids: Tensor) -> Tensor:
-        codes, lengths = self.codes[ids], self.lengths[ids]
+    def inputs(self, ids: Tensor) -> tuple[Tensor, ...]:
+        return self.codes[ids], self.lengths[ids]
+
+    def encode(self, *values: Tensor) -> Tensor:
+        codes, lengths = values
         mask = torch.arange(codes.shape[-1], device=codes.device) < lengths.unsqueeze(-1)
         vectors = self.embedding(codes.masked_fill(~mask, 0))
         vectors = vectors * mask.unsqueeze(-1).to(vectors.dtype)
@@ -139,8 +168,11 @@ class _NumericLookup(_Lookup):
         self.register_buffer("values", column.values.clone())
         self.out_dim = 1
 
-    def forward(self, ids: Tensor) -> Tensor:
-        return self.values[ids].unsqueeze(-1)
+    def inputs(self, ids: Tensor) -> tuple[Tensor, ...]:
+        return (self.values[ids],)
+
+    def encode(self, *values: Tensor) -> Tensor:
+        return values[0].to(self.values.dtype).unsqueeze(-1)
 
 
 def _lookup(column: _Categorical | _Numeric, embedding_dim: int) -> _Lookup:
@@ -192,14 +224,51 @@ class FeatureEncoder(nn.Module):
         self.parts = nn.ModuleList(lookups)
 
     @property
+    def lookups(self) -> list[_Lookup]:
+        """The per-feature parts, in the table's feature order."""
+        return [cast(_Lookup, part) for part in self.parts]
+
+    @property
     def out_dim(self) -> int:
         """Width of the concatenated feature vector."""
         return self._out_dim
 
+    def input_names(self) -> dict[str, tuple[str, ...]]:
+        """Per feature, the names of the inputs that give its encoded values directly.
+
+        ``feature.<name>`` holds categorical codes ``(B,)``, multi-categorical codes
+        ``(B, max_length)`` (with ``feature.<name>.length`` ``(B,)``) or standardised numeric
+        values ``(B,)``, encoded as the table was.
+
+        Example:
+            >>> import pandas as pd
+            >>> from lit_matching.data.features import Categorical, FeatureTable, Numeric
+            >>> from lit_matching.data.interactions import IdVocabulary
+            >>> table = FeatureTable.from_frame(
+            ...     pd.DataFrame({"id": [0], "g": ["x"], "age": [20]}), "id",
+            ...     IdVocabulary.from_values([0]), [Categorical("g"), Numeric("age")])
+            >>> FeatureEncoder(table).input_names()
+            {'g': ('feature.g',), 'age': ('feature.age',)}
+        """
+        return {
+            name: tuple(f"{FEATURE_PREFIX}{name}{suffix}" for suffix in part.suffixes)
+            for name, part in zip(self.names, self.lookups, strict=True)
+        }
+
     def forward(self, ids: Features | Tensor) -> Tensor:
-        """Feature vectors of ``ids`` (or ``features["ids"]``): ``(...) -> (..., out_dim)``."""
-        index = as_features(ids)["ids"].to(dtype=torch.long)
-        return torch.cat([part(index) for part in self.parts], dim=-1)
+        """Feature vectors of ``ids`` (or ``features["ids"]``): ``(...) -> (..., out_dim)``.
+
+        A feature whose :meth:`input_names` are all in ``features`` is encoded from them
+        instead of the table's row (how a new entity, or new values, are encoded).
+        """
+        features = as_features(ids)
+        index = features["ids"].to(dtype=torch.long)
+        vectors = []
+        for part, names in zip(self.lookups, self.input_names().values(), strict=True):
+            given = all(name in features for name in names)
+            values = tuple(features[name] for name in names) if given else part.inputs(index)
+            vectors.append(part.encode(*values))
+        return torch.cat(vectors, dim=-1)
 
 
 # --------------------------------------------------------------------------- tower
@@ -295,9 +364,12 @@ class FeatureTower(nn.Module):
         """Vectors ``(..., embedding_dim)`` of ``features["ids"]`` ``(...)``."""
         features = as_features(features)
         ids = features["ids"].to(dtype=torch.long)
-        parts = [self.encoder(ids)]
+        parts = [self.encoder(features)]
         if self.id_embedding is not None:
-            parts.append(self.id_embedding(ids))
+            # An id below 0 is an entity the model never saw (served from its features): it
+            # has no id vector of its own, so it gets zeros.
+            known = (ids >= 0).unsqueeze(-1).to(self.id_embedding.weight.dtype)
+            parts.append(self.id_embedding(ids.clamp(min=0)) * known)
         if self.history_tower is not None:
             parts.append(_broadcast(self.history_tower(features), ids.shape))
         return self.mlp(torch.cat(parts, dim=-1))

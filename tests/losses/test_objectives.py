@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from lit_matching.losses import bce_loss, bpr_loss, softmax_loss
+from lit_matching.losses.objectives import bce_loss, bpr_loss, softmax_loss
 
 torch.manual_seed(0)
 

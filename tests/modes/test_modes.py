@@ -12,7 +12,7 @@ from lit_matching import (
     PairwiseMatching,
     RetrievalEvaluator,
 )
-from lit_matching.losses import softmax_loss
+from lit_matching.losses.objectives import softmax_loss
 
 
 def towers(dm, dim=16):
@@ -117,7 +117,7 @@ def test_in_batch_loss_is_the_softmax_loss_of_the_logits(learn_temperature):
 
 def test_pointwise_encodes_each_users_rows_once_with_the_same_loss(small_log):
     from lit_matching import GRUTower, PointwiseMatching
-    from lit_matching.losses import bce_loss
+    from lit_matching.losses.objectives import bce_loss
 
     dm = MatchingDataModule(
         mode="pointwise", interactions=small_log, num_negatives=3, history_length=5, batch_size=8

@@ -15,7 +15,7 @@ from lit_matching import (
     PairwiseMatching,
     PointwiseMatching,
 )
-from lit_matching.losses import softmax_loss
+from lit_matching.losses.objectives import softmax_loss
 
 
 def test_fixed_temperature_is_a_float_without_parameter():

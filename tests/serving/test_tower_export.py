@@ -12,7 +12,8 @@ from helpers import small_table
 
 from lit_matching.data.features import Categorical, FeatureTable, Numeric
 from lit_matching.data.interactions import IdVocabulary
-from lit_matching.serving.tower_export import OnnxTower, export_tower, tower_input_names
+from lit_matching.serving.onnx_tower import OnnxTower
+from lit_matching.serving.tower_export import export_tower, tower_input_names
 from lit_matching.towers.feature import FeatureTower
 from lit_matching.towers.id import IDEmbeddingTower
 from lit_matching.towers.multi_interest import MultiInterestTower
