@@ -124,7 +124,7 @@ def test_an_id_only_item_tower_cannot_encode_a_new_item(tmp_path):
     model = ListwiseMatching(IDEmbeddingTower(dm.num_users, 4), IDEmbeddingTower(dm.num_items, 4))
     retriever = Retriever.load(export_retriever(model, dm, tmp_path / "export"))
     assert retriever.item_tower is None
-    with pytest.raises(ValueError, match="reads only item ids .* cannot encode a new"):
+    with pytest.raises(ValueError, match=r"reads only item ids .* cannot encode a new"):
         retriever.with_items([{"item_id": 1234}])
 
 
