@@ -40,7 +40,10 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "BatchResult",
-    "check_users", "read_user_file", "recommend_to_parquet"]
+    "check_users",
+    "read_user_file",
+    "recommend_to_parquet",
+]
 
 #: Users searched and written together by default (a chunk of 16,384 users with ``k = 20``
 #: holds about 330k result rows, some 10 MB).
@@ -68,7 +71,7 @@ class BatchResult(NamedTuple):
 
 
 def read_user_file(path: str | os.PathLike[str]) -> tuple[list[str], list[int]]:
-    """Raw user ids of a text file, one per line, as strings, and their (1-based) line numbers.
+    r"""Raw user ids of a text file, one per line, as strings, and their (1-based) line numbers.
 
     Surrounding whitespace is stripped and blank lines are skipped.
 
@@ -79,7 +82,7 @@ def read_user_file(path: str | os.PathLike[str]) -> tuple[list[str], list[int]]:
     Example:
         >>> import tempfile
         >>> with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as file:
-        ...     _ = file.write("u1\\n\\n u7 \\n")
+        ...     _ = file.write("u1\n\n u7 \n")
         >>> read_user_file(file.name)
         (['u1', 'u7'], [1, 3])
     """
@@ -147,11 +150,10 @@ def recommend_to_parquet(
 ) -> BatchResult:
     """Write the top ``k`` items of every user (or of ``users``) to the Parquet file ``output``.
 
-    The file holds exactly the rows of ``retriever.recommend(users, k, exclude_seen)``
-    (columns ``user_id``, ``rank``, ``item_id``, ``score``, same dtypes, users in the order
-    given), found and written ``chunk_size`` users at a time. It is written to a temporary file
-    beside ``output`` and renamed to it when complete, replacing an existing file; on an error
-    the temporary file is removed. Multi-interest retrievers work as in ``recommend``.
+    The file holds the rows of ``retriever.recommend(users, k, exclude_seen)`` (same columns,
+    dtypes and order), found and written ``chunk_size`` users at a time, multi-interest users
+    included. It is written beside ``output`` under a temporary name and renamed to ``output``
+    (replacing it) when complete; on an error it is removed.
 
     Args:
         retriever: The retriever to serve from.
@@ -159,10 +161,9 @@ def recommend_to_parquet(
         users: Raw user ids (a list-like, or one id); ``None``: every user, in index order.
         k: Items per user (default: the retriever's ``default_k``).
         exclude_seen: Never return an item the user has already seen.
-        chunk_size: Users searched and written together (memory grows with it, not with the
-            number of users).
-        progress: A tqdm bar on stderr counting users: ``True`` shows it, ``False`` does not,
-            ``None`` shows it when stderr is a terminal; or a callback ``progress(n)`` called
+        chunk_size: Users searched and written at once (memory grows with it, not with users).
+        progress: A tqdm bar of users on stderr: ``True`` shows it, ``False`` does not,
+            ``None`` shows it when stderr is a terminal; or a callback ``progress(n)``, called
             with each chunk's number of users once it is written.
 
     Returns:
@@ -177,46 +178,45 @@ def recommend_to_parquet(
         >>> from lit_matching.serving.retriever import Retriever
         >>> vectors = np.array([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7]], dtype=np.float32)
         >>> retriever = Retriever(vectors[:2], vectors, ["ann", "bob"], [10, 20, 30], "dot")
-        >>> folder = tempfile.mkdtemp()
-        >>> recommend_to_parquet(retriever, f"{folder}/recs.parquet", k=2, chunk_size=1)[1:]
+        >>> path = f"{tempfile.mkdtemp()}/recs.parquet"
+        >>> recommend_to_parquet(retriever, path, k=2, chunk_size=1)[1:]  # users, rows
         (2, 4)
-        >>> pd.read_parquet(f"{folder}/recs.parquet")
-          user_id  rank  item_id  score
-        0     ann     1       10    1.0
-        1     ann     2       30    0.7
-        2     bob     1       20    1.0
-        3     bob     2       30    0.7
+        >>> pd.read_parquet(path)[["user_id", "item_id"]].values.tolist()
+        [['ann', 10], ['ann', 30], ['bob', 20], ['bob', 30]]
     """
     k = min(check_k(retriever.default_k if k is None else k), retriever.num_items)
     chunk_size = check_k(chunk_size, "chunk_size")
-    user_vocab, item_vocab = pd.Index(retriever.user_ids), pd.Index(retriever.item_ids)
-    if users is None:
-        rows = np.arange(retriever.num_users, dtype=np.int64)
-    else:
-        rows = positions(user_vocab, as_list(users), "user")
-    output = Path(output)
-    if not output.parent.is_dir():
-        raise FileNotFoundError(f"{output}: the directory {output.parent} does not exist")
-    seen = retriever.seen if exclude_seen else None
-    schema = _schema(user_vocab, item_vocab)
-    written = 0
+    vocabs = pd.Index(retriever.user_ids), pd.Index(retriever.item_ids)
+    rows = (
+        np.arange(len(vocabs[0])) if users is None else positions(vocabs[0], as_list(users), "user")
+    )
+    output, schema, written = Path(output), _schema(*vocabs), 0
+    frames = _result_frames(retriever, vocabs, rows, k, exclude_seen, chunk_size)
     with _bar(progress, len(rows)) as advance, _atomic(output) as scratch:
         with pq.ParquetWriter(scratch, schema) as writer:
-            for start in range(0, len(rows), chunk_size):
-                chunk = rows[start : start + chunk_size]
-                exclude = seen.select(chunk) if seen is not None else None
-                items, scores = search_top_k(
-                    retriever.index,
-                    retriever.user_embeddings[chunk],
-                    k,
-                    exclude,
-                    batch_size=SEARCH_BATCH,
-                )
-                frame = result_frame(user_vocab, item_vocab, chunk, items, scores, COLUMNS)
+            for users_done, frame in frames:
                 writer.write_table(pa.Table.from_pandas(frame, schema, preserve_index=False))
                 written += len(frame)
-                advance(len(chunk))
+                advance(users_done)
     return BatchResult(output, len(rows), written)
+
+
+def _result_frames(
+    retriever: Retriever,
+    vocabs: tuple[pd.Index, pd.Index],
+    rows: np.ndarray,
+    k: int,
+    exclude_seen: bool,
+    chunk_size: int,
+) -> Iterator[tuple[int, pd.DataFrame]]:
+    """``(users, frame)`` of each chunk of ``rows`` (user positions): what ``recommend`` gives."""
+    seen = retriever.seen if exclude_seen else None
+    for start in range(0, len(rows), chunk_size):
+        chunk = rows[start : start + chunk_size]
+        exclude = seen.select(chunk) if seen is not None else None
+        queries = retriever.user_embeddings[chunk]
+        items, scores = search_top_k(retriever.index, queries, k, exclude, SEARCH_BATCH)
+        yield len(chunk), result_frame(*vocabs, chunk, items, scores, COLUMNS)
 
 
 def _schema(user_vocab: pd.Index, item_vocab: pd.Index) -> pa.Schema:
@@ -232,6 +232,8 @@ def _schema(user_vocab: pd.Index, item_vocab: pd.Index) -> pa.Schema:
 @contextmanager
 def _atomic(output: Path) -> Iterator[Path]:
     """A temporary path beside ``output``, renamed to it if the block succeeds, else removed."""
+    if not output.parent.is_dir():
+        raise FileNotFoundError(f"{output}: the directory {output.parent} does not exist")
     # Not mkstemp: its file is private (0600); this one gets the umask's permissions.
     scratch = output.with_name(f".{output.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:

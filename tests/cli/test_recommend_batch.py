@@ -59,7 +59,9 @@ def test_users_file_k_and_include_seen(exported, tmp_path, monkeypatch, capsys):
     assert "for 3 users" in out and "18 recommendations" in out
 
 
-def test_unknown_ids_of_the_file_are_named_with_their_lines(exported, tmp_path, monkeypatch, capsys):
+def test_unknown_ids_of_the_file_are_named_with_their_lines(
+    exported, tmp_path, monkeypatch, capsys
+):
     users = tmp_path / "users.txt"
     users.write_text("10\n\n15\n20\nbob\n")
     output = tmp_path / "recs.parquet"

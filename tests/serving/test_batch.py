@@ -70,7 +70,9 @@ def brute_force(retriever: Retriever, k: int, exclude_seen: bool) -> pd.DataFram
     for user, raw in enumerate(retriever.user_ids):
         if exclude_seen:
             scores[user, retriever.seen.row(user)] = -np.inf
-        order = [i for i in np.argsort(-scores[user], kind="stable") if np.isfinite(scores[user, i])]
+        order = [
+            i for i in np.argsort(-scores[user], kind="stable") if np.isfinite(scores[user, i])
+        ]
         for rank, item in enumerate(order[:k], start=1):
             rows.append((raw, rank, retriever.item_ids[item], scores[user, item]))
     return pd.DataFrame(rows, columns=["user_id", "rank", "item_id", "score"])
@@ -134,7 +136,7 @@ def test_users_file_lines_and_unknown_ids_with_their_lines(tmp_path):
     with pytest.raises(KeyError) as error:
         check_users(retriever, many, list(range(1, 14)), "f.txt")
     assert error.value.args[0].endswith("'x9' (line 10) and 3 more")
-    with pytest.raises(FileNotFoundError, match="missing.txt"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.txt"):
         read_user_file(tmp_path / "missing.txt")
     (tmp_path / "bad.txt").write_bytes(b"\xff\xfe\n")
     with pytest.raises(ValueError, match=r"bad.txt is not UTF-8"):
