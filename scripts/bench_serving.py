@@ -164,35 +164,57 @@ def batch_command(args: argparse.Namespace) -> None:
         written = pd.read_parquet(output)
     rng = np.random.default_rng(args.seed)
     sample = rng.choice(retriever.num_users, size=min(args.sample, retriever.num_users))
-    started = time.perf_counter()
-    frames = [retriever.recommend(int(user), k=args.k) for user in sample]
-    loop_s = time.perf_counter() - started
-    print(f"one call per user, {len(sample):,} users: {loop_s:.2f} s\n", flush=True)
+    # One query per call: FAISS's OpenMP threads cost more than they bring (wake-ups), so the
+    # loop is also timed on 1 thread and the faster of the two is the one compared.
+    per_call = {}
+    for threads in dict.fromkeys([args.threads, 1]):
+        set_threads(threads)
+        started = time.perf_counter()
+        frames = [retriever.recommend(int(user), k=args.k) for user in sample]
+        per_call[threads] = (time.perf_counter() - started) / len(sample)
+        print(
+            f"one call per user, {len(sample):,} users, {threads} FAISS thread(s): "
+            f"{per_call[threads] * len(sample):.2f} s",
+            flush=True,
+        )
+    set_threads(args.threads)
     # The two paths must agree, or the comparison means nothing.
-    first = written.groupby("user_id", sort=False).head(args.k).set_index("user_id")
+    first = written.set_index("user_id")
     for user, frame in zip(sample[:50], frames[:50], strict=True):
         assert first.loc[[int(user)], "item_id"].tolist() == frame.item_id.tolist(), user
-    report_batch(batch, loop_s / len(sample), retriever.num_users, len(written))
+    print()
+    report_batch(batch, per_call, args.threads, retriever.num_users, len(written))
 
 
-def report_batch(batch: dict[int, float], per_call_s: float, users: int, rows: int) -> None:
+def report_batch(
+    batch: dict[int, float], per_call: dict[int, float], threads: int, users: int, rows: int
+) -> None:
     """The table of the ``batch`` subcommand and whether the goals are met."""
-    print("| path | chunk size | total s | ms per user | speed-up |")
-    print("|---|---|---|---|---|")
+    fastest_call = min(per_call.values())
+    print("| path | chunk size | FAISS threads | total s | ms per user | speed-up |")
+    print("|---|---|---|---|---|---|")
     for chunk_size, seconds in batch.items():
         per_user = seconds / users
         print(
-            f"| `recommend_to_parquet`, all {users:,} users ({rows:,} rows) | {chunk_size:,} | "
-            f"{seconds:.2f} | {1e3 * per_user:.3f} | {per_call_s / per_user:.1f}x |"
+            f"| `recommend_to_parquet`, all {users:,} users ({rows:,} rows) | {chunk_size:,} "
+            f"| {threads} | {seconds:.2f} | {1e3 * per_user:.3f} "
+            f"| {fastest_call / per_user:.1f}x |"
         )
-    print(
-        f"| `Retriever.recommend(user)`, one call per user | - | {per_call_s * users:.2f} "
-        f"(projected) | {1e3 * per_call_s:.3f} | 1x |"
-    )
+    for loop_threads, seconds in per_call.items():
+        print(
+            f"| `Retriever.recommend(user)`, one call per user | - | {loop_threads} "
+            f"| {seconds * users:.1f} (projected) | {1e3 * seconds:.3f} "
+            f"| {fastest_call / seconds:.2f}x |"
+        )
     best = min(batch.values())
     print(goal(best < BATCH_GOAL_S, f"all {users:,} users in {best:.2f} s (< {BATCH_GOAL_S} s)"))
-    ratio = per_call_s / (best / users)
-    print(goal(ratio >= SPEED_UP_GOAL, f"{ratio:.1f}x faster per user (>= {SPEED_UP_GOAL}x)"))
+    ratio = fastest_call / (best / users)
+    print(
+        goal(
+            ratio >= SPEED_UP_GOAL,
+            f"{ratio:.1f}x faster per user than the faster one-call loop (>= {SPEED_UP_GOAL}x)",
+        )
+    )
 
 
 # ---------------------------------------------------------------------------- command line
