@@ -16,7 +16,11 @@ Besides LightningCLI's ``fit``, ``validate``, ``test`` and ``predict``:
   ``weights_only=True``: nothing in it is unpickled but tensors and plain values);
 * ``lit-matching recommend DIR --user ID [--user ID ...] [--k 10] [--include-seen]`` prints
   recommendations from an exported directory (``--item ID`` prints similar items); ids are
-  read as the type of the exported ids (``--user 1.0`` for float ids).
+  read as the type of the exported ids (``--user 1.0`` for float ids);
+* ``lit-matching recommend DIR --all --output recs.parquet [--k 10] [--include-seen]
+  [--chunk-size N]`` writes the top K of every user to a Parquet file (``user_id``, ``rank``,
+  ``item_id``, ``score``) in chunks of users, with a progress bar; ``--users-file FILE``
+  instead of ``--all`` takes the users of ``FILE``, one raw id per line.
 
 A fit with a ``RetrievalEvaluator`` whose data holds no validation or test interaction stops
 before training. A user error (a bad file, value or id, an unsafe checkpoint) prints

@@ -25,6 +25,12 @@ from lit_matching.cli.configs import (
 from lit_matching.cli.lightning import MatchingCLI, _unsafe_checkpoint
 from lit_matching.data.datamodule import MatchingDataModule
 from lit_matching.modes.base import MatchingModule
+from lit_matching.serving.batch import (
+    DEFAULT_CHUNK_SIZE,
+    check_users,
+    read_user_file,
+    recommend_to_parquet,
+)
 from lit_matching.serving.from_training import export_retriever
 from lit_matching.serving.retriever import Retriever
 
@@ -81,20 +87,42 @@ def _raw_ids(values: Sequence[str], known: Sequence[Any]) -> list[Any]:
 
 
 def recommend_command(args: Sequence[str]) -> None:
-    """``lit-matching recommend DIR --user ID ...``: print recommendations as a table."""
+    """``lit-matching recommend DIR --user ID ...``: print recommendations as a table.
+
+    With ``--all`` or ``--users-file FILE`` and ``--output FILE.parquet`` it writes the
+    recommendations of every user (or of the file's users) to a Parquet file instead
+    (:func:`~lit_matching.serving.batch.recommend_to_parquet`).
+    """
     parser = argparse.ArgumentParser(
         prog="lit-matching recommend",
-        description="Recommendations (or similar items) from an exported retriever directory.",
+        description="Recommendations (or similar items) from an exported retriever directory: "
+        "printed for --user / --item ids, or written to a Parquet file (--output) for all "
+        "users (--all) or those of a file (--users-file).",
     )
     parser.add_argument("directory", help="a directory written by fit or export")
     parser.add_argument("--user", action="append", default=[], help="raw user id (repeatable)")
     parser.add_argument("--item", action="append", default=[], help="raw item id: similar items")
     parser.add_argument("--k", type=int, default=None, help="results per id (default: 10)")
     parser.add_argument("--include-seen", action="store_true", help="do not drop seen items")
+    batch = parser.add_mutually_exclusive_group()
+    batch.add_argument("--all", action="store_true", help="every user (needs --output)")
+    batch.add_argument("--users-file", help="raw user ids, one per line (needs --output)")
+    parser.add_argument("--output", help="Parquet file for --all / --users-file")
+    parser.add_argument(
+        "--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="users per chunk of --output"
+    )
     options = parser.parse_args(args)
-    if not options.user and not options.item:
-        parser.error("give at least one --user or --item")
+    batch_run = options.all or options.users_file is not None
+    if batch_run != (options.output is not None):
+        parser.error("--output goes with --all or --users-file, and they need --output")
+    if batch_run and (options.user or options.item):
+        parser.error("--user / --item print a table; with --all or --users-file leave them out")
+    if not batch_run and not options.user and not options.item:
+        parser.error("give at least one --user or --item (or --all / --users-file and --output)")
     retriever = Retriever.load(options.directory)
+    if batch_run:
+        _recommend_to_file(retriever, options)
+        return
     with pd.option_context("display.max_rows", None, "display.width", 120):
         if options.user:
             users = _raw_ids(options.user, retriever.user_ids)
@@ -106,6 +134,24 @@ def recommend_command(args: Sequence[str]) -> None:
         if options.item:
             items = _raw_ids(options.item, retriever.item_ids)
             print(retriever.similar_items(items, options.k).to_string(index=False))
+
+
+def _recommend_to_file(retriever: Retriever, options: argparse.Namespace) -> None:
+    """``recommend --all | --users-file FILE --output OUT``: write OUT, print one line."""
+    users = None
+    if options.users_file is not None:
+        given, lines = read_user_file(options.users_file)
+        users = _raw_ids(given, retriever.user_ids)
+        check_users(retriever, users, lines, options.users_file)
+    result = recommend_to_parquet(
+        retriever,
+        options.output,
+        users,
+        options.k,
+        exclude_seen=not options.include_seen,
+        chunk_size=options.chunk_size,
+    )
+    print(f"Wrote {result.rows:,} recommendations for {result.users:,} users to {result.path}")
 
 
 class _ExportCLI(MatchingCLI):
