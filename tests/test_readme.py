@@ -227,7 +227,11 @@ def test_readme_python_blocks_run_in_order(tmp_path, monkeypatch, capsys):
     assert hit_rate > popular["hit_rate@50"]
     served = outputs["Serving: the exported retriever"]
     assert "user_id  rank  item_id" in served and "similar_item_id" in served
-    assert (tmp_path / "my_retriever" / "meta.json").exists()
+    lines = served.strip().splitlines()
+    assert lines[-4].startswith("computed [") and lines[-4].endswith("] [999999]")
+    assert lines[-3:-1] == ["computed", "popular"]
+    assert len(eval(lines[-1])) == 3  # the new item's neighbours, from the updated export
+    assert len(list((tmp_path / "my_retriever").glob("item_tower.*onnx"))) == 1  # updated once
     recommended = outputs["Weights & Biases"].strip().splitlines()[-10:]
     assert all(": " in line for line in recommended)  # "<id>: <title>" lines, hits marked ✓
     assert len(list(tmp_path.glob("wandb/offline-run-*/files/media/table/test/*.table.json"))) == 1
