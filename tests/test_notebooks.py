@@ -1,7 +1,7 @@
 """Execute the notebooks in notebooks/ with small settings and check what they assert.
 
 Each notebook reads ``LIT_MATCHING_NOTEBOOK_SMALL`` in its first code cell; set to ``1`` it
-trains on a few batches, so the three run in well under two minutes on 2 CPU cores. The kernel
+trains on a few batches, so the four run in well under two minutes on 2 CPU cores. The kernel
 is this interpreter (``sys.executable``), through a kernel spec written to ``tmp_path``, so the
 notebooks import the ``lit_matching`` under test and nothing is registered globally.
 """
@@ -22,7 +22,12 @@ from jupyter_client.manager import AsyncKernelManager
 NOTEBOOKS = Path(__file__).parents[1] / "notebooks"
 KERNEL = "lit-matching-test"
 # Figures each notebook draws at least (rendered by the kernel's inline backend).
-MIN_FIGURES = {"01_quickstart.ipynb": 2, "02_training_modes.ipynb": 6, "03_scaling_out.ipynb": 1}
+MIN_FIGURES = {
+    "01_quickstart.ipynb": 2,
+    "02_training_modes.ipynb": 6,
+    "03_scaling_out.ipynb": 1,
+    "04_serving.ipynb": 0,  # no figure: it talks to a server
+}
 
 
 def _kernel_manager(tmp_path: Path) -> AsyncKernelManager:
