@@ -13,16 +13,25 @@ file                     content
 ``item_ids.json``        raw item ids in index order (a JSON list)
 ``seen_items.npz``       CSR arrays ``indptr`` / ``indices``: item indices each user has seen
 ``index.faiss``          the FAISS index over the items (``faiss.read_index``)
-``meta.json``            similarity, metric, index spec, sizes, versions, and the ``sha256`` of
-                         ``item_embeddings.npy`` and ``index.faiss`` (written last)
+``meta.json``            similarity, metric, index spec, sizes, versions, ``files`` (the file of
+                         each part), ``towers`` (see :mod:`~lit_matching.serving.tower_files`)
+                         and the ``sha256`` of ``item_embeddings.npy``, ``index.faiss`` and every
+                         tower file (written last)
 =======================  ==========================================================================
 
-:func:`read_export` refuses vectors that are not finite, and an ``index.faiss`` or
-``item_embeddings.npy`` whose ``sha256`` is not the one written at export. Exports from before
-these checksums load without them; their ``Flat`` index is then compared with
-``item_embeddings.npy`` vector by vector (an approximate one is only checked for size and
+plus the tower files of :mod:`lit_matching.serving.tower_files` (the user tower, an item tower
+that reads side features, the items' training popularity), when the export has them.
+
+:func:`read_export` refuses vectors that are not finite, and an ``index.faiss``,
+``item_embeddings.npy`` or tower file whose ``sha256`` is not the one written at export.
+Exports from before these checksums load without them; their ``Flat`` index is then compared
+with ``item_embeddings.npy`` vector by vector (an approximate one is only checked for size and
 metric). Cosine exports from before cosine searched an inner-product index (``meta.json`` metric
 ``"l2"``) load with an inner-product index rebuilt from ``item_embeddings.npy``, with a warning.
+
+:func:`update_export` rewrites an export in place: its files get versioned names
+(``index.1.faiss``...) that ``meta.json`` ``files`` lists, so that replacing ``meta.json`` in
+one rename switches from the old export to the new one.
 """
 
 from __future__ import annotations

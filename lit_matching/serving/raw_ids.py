@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["as_list", "positions", "result_frame", "unique_ids"]
+__all__ = ["as_list", "lookup", "positions", "result_frame", "unique_ids"]
 
 
 def unique_ids(ids: Sequence[Any], what: str) -> pd.Index:
@@ -32,6 +32,18 @@ def as_list(raw: Any) -> list[Any]:
     if pd.api.types.is_list_like(raw):
         return list(raw)
     return [raw]
+
+
+def lookup(vocab: pd.Index, raw: Sequence[Any]) -> np.ndarray:
+    """The positions of raw ids in ``vocab``, ``-1`` for unknown ones.
+
+    Example:
+        >>> lookup(pd.Index([10, 20, 30]), [30, "x", 10]).tolist()
+        [2, -1, 0]
+    """
+    if len(raw) == 0:
+        return np.zeros(0, dtype=np.int64)
+    return vocab.get_indexer(pd.Index(list(raw), dtype=object)).astype(np.int64)
 
 
 def positions(vocab: pd.Index, raw: Iterable[Any], what: str) -> np.ndarray:

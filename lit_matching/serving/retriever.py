@@ -38,7 +38,7 @@ from lit_matching.serving.export_format import (
     write_export,
 )
 from lit_matching.serving.item_update import with_items
-from lit_matching.serving.raw_ids import as_list, positions, result_frame, unique_ids
+from lit_matching.serving.raw_ids import as_list, lookup, positions, result_frame, unique_ids
 from lit_matching.serving.requests import Recommendation, UserRequest, answer
 from lit_matching.serving.serving_towers import ServingTower
 
@@ -108,23 +108,7 @@ class Retriever:
         item_tower: ServingTower | None = None,
         popularity: np.ndarray | None = None,
     ):
-        users = np.ascontiguousarray(user_embeddings, dtype=np.float32)
-        items = np.ascontiguousarray(item_embeddings, dtype=np.float32)
-        if users.ndim not in (2, 3) or items.ndim != 2 or users.shape[-1] != items.shape[1]:
-            raise ValueError(
-                f"user embeddings must be (users, d) or (users, interests, d) and item "
-                f"embeddings (items, d), with the same d; got shapes {users.shape} and "
-                f"{items.shape}"
-            )
-        if len(items) == 0:
-            raise ValueError("there are no items to retrieve")
-        check_finite(users, "user embeddings")
-        check_finite(items, "item embeddings")
-        if len(user_ids) != len(users) or len(item_ids) != len(items):
-            raise ValueError(
-                f"{len(user_ids)} user ids for {len(users)} user vectors and {len(item_ids)} "
-                f"item ids for {len(items)} item vectors: there must be one id per vector"
-            )
+        users, items = _checked_vectors(user_embeddings, item_embeddings, user_ids, item_ids)
         if seen is not None and (seen.num_rows != len(users) or seen.num_items != len(items)):
             raise ValueError(
                 f"seen items cover {seen.num_rows} users x {seen.num_items} items, but there "
@@ -148,9 +132,7 @@ class Retriever:
             )
         self._index = faiss_index
         self.user_tower, self.item_tower = user_tower, item_tower
-        self.popularity = (
-            np.zeros(len(items)) if popularity is None else np.asarray(popularity, np.float64)
-        )
+        self.popularity = np.zeros(len(items)) if popularity is None else popularity
         if self.popularity.shape != (len(items),):
             raise ValueError(f"popularity has shape {self.popularity.shape}, not ({len(items)},)")
         #: Item positions by falling popularity (ties: lower position first).
@@ -288,17 +270,9 @@ class Retriever:
         or a user tower that is an id embedding) the answer is the most popular items, with
         ``source="popular"``. See :mod:`lit_matching.serving.requests`.
 
-        Args:
-            user_id: A raw user id, known or not, or ``None``.
-            history: The user's latest items, replacing the stored history. Unknown item ids
-                are dropped and listed in ``dropped_items``; these items are not recommended.
-            features: Raw side-feature values by name, replacing the stored ones.
-            k: Number of items (default :attr:`default_k`).
-            exclude: Raw item ids never to recommend.
-            exclude_seen: Never recommend the items a known user was exported with.
-
-        Returns:
-            The :class:`~lit_matching.serving.requests.Recommendation`.
+        The arguments are those of :class:`~lit_matching.serving.requests.UserRequest`; the
+        answer is a :class:`~lit_matching.serving.requests.Recommendation`. Unknown item ids of
+        the history are dropped and listed in its ``dropped_items``.
 
         Raises:
             ValueError: A feature the user tower does not read, or a value it cannot encode.
@@ -312,16 +286,12 @@ class Retriever:
 
     def user_position(self, raw_user_id: Any) -> int:
         """The position of a raw user id, ``-1`` if unknown (or ``None``)."""
-        if raw_user_id is None:
-            return -1
-        return int(self._user_index.get_indexer(pd.Index([raw_user_id], dtype=object))[0])
+        return -1 if raw_user_id is None else int(lookup(self._user_index, [raw_user_id])[0])
 
     def item_positions(self, raw_item_ids: Sequence[Any], keep_unknown: bool = False) -> np.ndarray:
         """Positions of raw item ids: unknown ones dropped, or ``-1`` with ``keep_unknown``."""
-        if len(raw_item_ids) == 0:
-            return np.zeros(0, dtype=np.int64)
-        found = self._item_index.get_indexer(pd.Index(list(raw_item_ids), dtype=object))
-        return found.astype(np.int64) if keep_unknown else found[found >= 0].astype(np.int64)
+        found = lookup(self._item_index, raw_item_ids)
+        return found if keep_unknown else found[found >= 0]
 
     def with_items(
         self, items: pd.DataFrame | Sequence[Mapping[str, Any]], id_col: str = "item_id"
@@ -449,3 +419,29 @@ class Retriever:
             )
         except ValueError as err:
             raise ValueError(f"retriever export {Path(directory)}: {err}") from None
+
+
+def _checked_vectors(
+    user_embeddings: np.ndarray,
+    item_embeddings: np.ndarray,
+    user_ids: Sequence[Any],
+    item_ids: Sequence[Any],
+) -> tuple[np.ndarray, np.ndarray]:
+    """The vectors as C-contiguous float32, checked: shapes, finite, one id per vector."""
+    users = np.ascontiguousarray(user_embeddings, dtype=np.float32)
+    items = np.ascontiguousarray(item_embeddings, dtype=np.float32)
+    if users.ndim not in (2, 3) or items.ndim != 2 or users.shape[-1] != items.shape[1]:
+        raise ValueError(
+            f"user embeddings must be (users, d) or (users, interests, d) and item "
+            f"embeddings (items, d), with the same d; got shapes {users.shape} and {items.shape}"
+        )
+    if len(items) == 0:
+        raise ValueError("there are no items to retrieve")
+    check_finite(users, "user embeddings")
+    check_finite(items, "item embeddings")
+    if len(user_ids) != len(users) or len(item_ids) != len(items):
+        raise ValueError(
+            f"{len(user_ids)} user ids for {len(users)} user vectors and {len(item_ids)} "
+            f"item ids for {len(items)} item vectors: there must be one id per vector"
+        )
+    return users, items
