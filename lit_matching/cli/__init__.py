@@ -16,7 +16,9 @@ Besides LightningCLI's ``fit``, ``validate``, ``test`` and ``predict``:
   ``weights_only=True``: nothing in it is unpickled but tensors and plain values);
 * ``lit-matching recommend DIR --user ID [--user ID ...] [--k 10] [--include-seen]`` prints
   recommendations from an exported directory (``--item ID`` prints similar items); ids are
-  read as the type of the exported ids (``--user 1.0`` for float ids).
+  read as the type of the exported ids (``--user 1.0`` for float ids);
+* ``lit-matching serve DIR [--host 127.0.0.1] [--port 8000]`` serves an exported directory
+  over HTTP (:mod:`lit_matching.serving.http`; :mod:`~lit_matching.cli.serve`).
 
 A fit with a ``RetrievalEvaluator`` whose data holds no validation or test interaction stops
 before training. A user error (a bad file, value or id, an unsafe checkpoint) prints
@@ -50,6 +52,7 @@ from lit_matching.cli.lightning import (
     run_cli,
     run_dir,
 )
+from lit_matching.cli.serve import serve_command
 
 __all__ = [
     "MatchingCLI",
@@ -64,12 +67,14 @@ __all__ = [
     "recommend_command",
     "run_cli",
     "run_dir",
+    "serve_command",
 ]
 
 _EXTRA_COMMANDS = {
     "configs": configs_command,
     "recommend": recommend_command,
     "export": export_command,
+    "serve": serve_command,
 }
 
 
