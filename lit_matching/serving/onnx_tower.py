@@ -26,6 +26,7 @@ class OnnxTower:
 
     def __init__(self, model: str | os.PathLike[str] | bytes, threads: int | None = None):
         options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # errors only: not its notes on constant folding
         if threads is not None:
             options.intra_op_num_threads = threads
         self.name = "the ONNX tower" if isinstance(model, bytes) else Path(model).name

@@ -31,7 +31,13 @@ from lit_matching.losses.faiss_metrics import FaissMetric, similarity_metric
 from lit_matching.retrieval.search import EXACT, build_index, search_top_k
 from lit_matching.retrieval.validation import check_k
 from lit_matching.serving.export_files import FORMAT_VERSION, check_finite
-from lit_matching.serving.export_format import ExportContents, read_export, write_export
+from lit_matching.serving.export_format import (
+    ExportContents,
+    read_export,
+    update_export,
+    write_export,
+)
+from lit_matching.serving.item_update import with_items
 from lit_matching.serving.raw_ids import as_list, positions, result_frame, unique_ids
 from lit_matching.serving.requests import Recommendation, UserRequest, answer
 from lit_matching.serving.serving_towers import ServingTower
@@ -317,6 +323,20 @@ class Retriever:
         found = self._item_index.get_indexer(pd.Index(list(raw_item_ids), dtype=object))
         return found.astype(np.int64) if keep_unknown else found[found >= 0].astype(np.int64)
 
+    def with_items(
+        self, items: pd.DataFrame | Sequence[Mapping[str, Any]], id_col: str = "item_id"
+    ) -> Retriever:
+        """A retriever with ``items`` added, or replaced (same raw id), from their side features.
+
+        Encoded by the exported item tower (:func:`~lit_matching.serving.item_update.with_items`);
+        this retriever is unchanged. Save the result in place with :meth:`update_export`.
+
+        Raises:
+            ValueError: The tower is an id embedding, or an item's id or features are not
+                usable (named).
+        """
+        return with_items(self, items, id_col)
+
     def similar_items(self, raw_item_ids: Any, k: int | None = None) -> pd.DataFrame:
         """The ``k`` items closest to each given item, never the item itself.
 
@@ -371,7 +391,10 @@ class Retriever:
         Returns:
             The path of the export.
         """
-        contents = ExportContents(
+        return write_export(directory, self._contents(), self.meta(), overwrite)
+
+    def _contents(self) -> ExportContents:
+        return ExportContents(
             self._user_embeddings,
             self._item_embeddings,
             self.user_ids,
@@ -382,7 +405,16 @@ class Retriever:
             self.item_tower,
             self.popularity,
         )
-        return write_export(directory, contents, self.meta(), overwrite)
+
+    def update_export(self, directory: str | os.PathLike[str]) -> Path:
+        """Replace the export in ``directory`` with this retriever, in place and atomically.
+
+        The new files are written beside the old ones, then ``meta.json`` naming them replaces
+        the old one in one rename, then the old files go: a reader (or a crash) at any moment
+        sees the old export or the new one (see
+        :func:`~lit_matching.serving.export_format.update_export`).
+        """
+        return update_export(directory, self._contents(), self.meta())
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], use_gpu: bool | None = False) -> Retriever:

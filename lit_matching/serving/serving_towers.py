@@ -102,6 +102,7 @@ class ServingTower:
         self.spec = spec
         self.model = model
         self.stored = dict(stored)
+        self.threads = threads
         self.runner = OnnxTower(model, threads=threads)
         missing = [
             name for name in self.runner.input_names if name != "ids" and name not in self.stored
@@ -132,13 +133,38 @@ class ServingTower:
         Raises:
             ValueError: A feature the tower does not read, or a value it cannot encode.
         """
+        return self.runner(self.inputs(ids, histories, features))
+
+    def inputs(
+        self,
+        ids: np.ndarray,
+        histories: Sequence[np.ndarray | None] | None = None,
+        features: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """The tower's inputs for :meth:`encode` (same arguments), by input name."""
         ids = np.asarray(ids, dtype=np.int64)
         inputs: dict[str, np.ndarray] = {"ids": ids}
         if self.spec.history_length:
             inputs |= self._histories(ids, histories)
         for codec in self.spec.features:
             inputs |= self._feature(codec, ids, features)
-        return self.runner(inputs)
+        return inputs
+
+    def with_rows(self, rows: np.ndarray, inputs: Mapping[str, np.ndarray]) -> ServingTower:
+        """A tower whose stored inputs hold ``inputs`` at ``rows`` (rows past the end append).
+
+        Args:
+            rows: ``(B,)`` positions, each at most one past the previous end (new rows in order).
+            inputs: Inputs as :meth:`inputs` returns them for those rows.
+        """
+        stored = {}
+        for name, array in self.stored.items():
+            grown = max(len(array), int(rows.max(initial=-1)) + 1)
+            new = np.zeros((grown, *array.shape[1:]), dtype=array.dtype)
+            new[: len(array)] = array
+            new[rows] = inputs[name]
+            stored[name] = new
+        return ServingTower(self.spec, self.model, stored, self.threads)
 
     def check_features(self, given: Mapping[str, Any]) -> None:
         """Raise naming any of ``given``'s features that the tower does not read."""
