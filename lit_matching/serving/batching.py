@@ -37,7 +37,7 @@ def answer_each(
         >>> retriever = Retriever(vectors, vectors, ["a", "b"], [1, 2], "dot")
         >>> good, bad = answer_each(retriever, [UserRequest("a", k=1), UserRequest("b", k=0)])
         >>> good.item_ids, type(bad).__name__
-        ([2], 'ValueError')
+        ([1], 'ValueError')
     """
     try:
         return list(retriever.recommend_requests(requests))

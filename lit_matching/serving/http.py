@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import pandas as pd
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -277,7 +276,7 @@ def _add_items(
         raise ValueError(f"items{missing}: each item needs an item_id")
     ids = [_raw_id(item["item_id"]) for item in items]
     known = retriever.item_positions(ids, keep_unknown=True) >= 0
-    updated = retriever.with_items(pd.DataFrame(items), id_col="item_id")
+    updated = retriever.with_items(items, id_col="item_id")
     if directory is not None:
         updated.update_export(directory)
     return updated, {

@@ -16,17 +16,21 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pandas as pd
 import pytest
 import pytorch_lightning as pl
 import uvicorn
 from helpers import synthetic_log
 
 from lit_matching import (
+    Categorical,
+    FeatureTower,
     GRUTower,
     IDEmbeddingTower,
     ListwiseMatching,
     MatchingDataModule,
     MultiInterestTower,
+    Numeric,
 )
 from lit_matching.serving.batching import Batcher
 from lit_matching.serving.from_training import export_retriever
@@ -224,7 +228,6 @@ def test_malformed_requests_name_the_field_and_the_server_answers_on(gru_server,
     status, answer = call(url, path, body)
     assert status == code, answer
     assert field in answer["detail"], answer
-    print(case, status, answer["detail"])
     if code == 422:
         assert answer["detail"].startswith("invalid request: ")
         assert any(error["field"] in field for error in answer["errors"]), answer
@@ -363,3 +366,97 @@ def test_cli_serve_refuses_bad_options(gru_dir):
         timeout=120,
     )
     assert result.returncode == 2 and "--max-batch-size" in result.stderr
+
+
+# ------------------------------------------------------------------ /items
+def feature_export(directory):
+    """An untrained GRU user tower and a feature item tower (genre, price), exported."""
+    pl.seed_everything(0, verbose=False)
+    log = synthetic_log()
+    ids = sorted(log.item_id.unique())
+    items = pd.DataFrame(
+        {
+            "item_id": ids,
+            "genre": [["jazz", "rock", "pop"][i % 3] for i in range(len(ids))],
+            "price": np.linspace(1, 20, len(ids)),
+        }
+    )
+    dm = MatchingDataModule(
+        interactions=log,
+        history_length=5,
+        item_side_features=items,
+        item_feature_specs=[Categorical("genre"), Numeric("price")],
+    )
+    item_tower = FeatureTower(dm.item_feature_table, 8, feature_dim=4, num_ids=dm.num_items)
+    model = ListwiseMatching(GRUTower(dm.num_items, 8), item_tower)
+    return export_retriever(model, dm, directory)
+
+
+NEW_ITEMS = [{"item_id": 4242, "genre": "pop", "price": 3.5}, {"item_id": 10, "genre": "jazz"}]
+STREAM = [
+    {"user_id": "u1", "k": 31, "exclude_seen": False},
+    {"user_id": "u2", "history": [0, 20], "k": 31},
+    {"user_id": "cold", "k": 31},
+]
+
+
+def test_items_update_during_a_request_stream(tmp_path):
+    directory = feature_export(tmp_path / "export")
+    old = Retriever.load(directory)
+    new = old.with_items(NEW_ITEMS)
+    before = [expected(old, **request) for request in STREAM]
+    after = [expected(new, **request) for request in STREAM]
+    assert 4242 in after[0]["items"] and before[0] != after[0]
+    updated = threading.Event()
+    stop = threading.Event()
+    seen = []  # (request index, updated before it was sent, answer)
+
+    def stream(url):
+        for step in range(2000):  # bounded: stops long before, when told
+            if stop.is_set():
+                return
+            sent_after = updated.is_set()
+            index = step % len(STREAM)
+            status, answer = call(url, "/recommend", STREAM[index])
+            assert status == 200, answer
+            seen.append((index, sent_after, answer))
+
+    with running(Retriever.load(directory), directory) as (url, _):
+        with ThreadPoolExecutor(2) as pool:
+            clients = [pool.submit(stream, url) for _ in range(2)]
+            deadline = time.monotonic() + TIMEOUT
+            while len(seen) < 20 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            status, answer = call(url, "/items", {"items": NEW_ITEMS})
+            updated.set()
+            count = len(seen)
+            while len(seen) < count + 20 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            stop.set()
+            for client in clients:
+                client.result(TIMEOUT)
+        assert status == 200, answer
+        assert answer == {"num_items": 31, "added": [4242], "replaced": [10]}
+        assert call(url, "/health")[1]["num_items"] == 31
+        status, similar = call(url, "/similar_items", {"item_id": 4242, "k": 30})
+        assert status == 200 and 4242 not in similar["items"] and len(similar["items"]) == 30
+        frame = new.similar_items(4242, k=30)
+        assert similar["items"] == frame.similar_item_id.tolist()
+        status, bad = call(url, "/items", {"items": [{"item_id": 5, "colour": "red"}]})
+        assert status == 400 and "colour" in bad["detail"]
+        status, bad = call(url, "/items", {"items": [{"genre": "pop"}]})
+        assert status == 400 and "item_id" in bad["detail"]
+    for index, sent_after, answer in seen:
+        if sent_after:
+            assert_same(answer, after[index])
+        else:
+            try:
+                assert_same(answer, before[index])
+            except AssertionError:
+                assert_same(answer, after[index])
+    assert sum(sent_after for _, sent_after, _ in seen) >= 20
+    assert sum(not sent_after for _, sent_after, _ in seen) >= 20
+    loaded = Retriever.load(directory)  # the export on disk holds the update
+    assert loaded.item_ids == new.item_ids and 4242 in loaded.item_ids
+    np.testing.assert_allclose(loaded.item_embeddings, new.item_embeddings, rtol=1e-6)
+    assert_same(expected(loaded, **STREAM[0]), after[0])
