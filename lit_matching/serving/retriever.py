@@ -316,6 +316,10 @@ class Retriever:
             return -1
         return int(self._user_index.get_indexer(pd.Index([raw_user_id], dtype=object))[0])
 
+    def raw_item_ids(self, positions: np.ndarray) -> list[Any]:
+        """Raw ids of the items at ``positions`` (not :attr:`item_ids`: a list of all of them)."""
+        return self._item_index[np.asarray(positions, dtype=np.int64)].tolist()
+
     def item_positions(self, raw_item_ids: Sequence[Any], keep_unknown: bool = False) -> np.ndarray:
         """Positions of raw item ids: unknown ones dropped, or ``-1`` with ``keep_unknown``."""
         if len(raw_item_ids) == 0:
