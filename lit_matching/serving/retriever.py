@@ -38,7 +38,7 @@ from lit_matching.serving.export_format import (
     write_export,
 )
 from lit_matching.serving.item_update import with_items
-from lit_matching.serving.raw_ids import as_list, positions, result_frame, unique_ids
+from lit_matching.serving.raw_ids import as_list, lookup, positions, result_frame, unique_ids
 from lit_matching.serving.requests import Recommendation, UserRequest, answer
 from lit_matching.serving.serving_towers import ServingTower
 
@@ -314,7 +314,7 @@ class Retriever:
         """The position of a raw user id, ``-1`` if unknown (or ``None``)."""
         if raw_user_id is None:
             return -1
-        return int(self._user_index.get_indexer(pd.Index([raw_user_id], dtype=object))[0])
+        return int(lookup(self._user_index, [raw_user_id])[0])
 
     def raw_item_ids(self, positions: np.ndarray) -> list[Any]:
         """Raw ids of the items at ``positions`` (not :attr:`item_ids`: a list of all of them)."""
@@ -324,7 +324,7 @@ class Retriever:
         """Positions of raw item ids: unknown ones dropped, or ``-1`` with ``keep_unknown``."""
         if len(raw_item_ids) == 0:
             return np.zeros(0, dtype=np.int64)
-        found = self._item_index.get_indexer(pd.Index(list(raw_item_ids), dtype=object))
+        found = lookup(self._item_index, list(raw_item_ids))
         return found.astype(np.int64) if keep_unknown else found[found >= 0].astype(np.int64)
 
     def with_items(
