@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["as_list", "positions", "result_frame", "unique_ids"]
+__all__ = ["as_list", "lookup", "positions", "result_frame", "unique_ids"]
 
 
 def unique_ids(ids: Sequence[Any], what: str) -> pd.Index:
