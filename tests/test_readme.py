@@ -17,6 +17,7 @@ W&B runs offline (``WANDB_MODE=offline``, as the README suggests), writing under
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -103,7 +104,7 @@ def readme_cli_commands() -> list[list[str]]:
         for block in readme_blocks()
         if block.language == "bash"
         for command in shell_commands(block.body)
-        if command[0] == "lit-matching"
+        if command[0] == "lit-matching" and command[1] != "serve"  # test_readme_serve
     ]
 
 
@@ -188,8 +189,8 @@ def test_every_readme_block_is_covered():
             continue  # test_readme_python_blocks_run_in_order
         if block.language == "bash":
             for command in shell_commands(block.body):
-                if command[0] == "lit-matching":
-                    continue  # test_readme_command
+                if command[0] in ("lit-matching", "curl"):
+                    continue  # test_readme_command, test_readme_serve
                 assert _id(command) in CI_COMMANDS, (
                     f"{where}: {_id(command)!r} is neither a lit-matching command (run by "
                     "test_readme_command) nor one of .ci/run's (CI_COMMANDS): cover it"
@@ -319,3 +320,38 @@ def test_readme_configs_listing_is_the_command_output(capsys):
     (block,) = [b for b in readme_blocks() if b.language == "text" and b.section == "Command line"]
     configs_command([])
     assert capsys.readouterr().out == block.body
+
+
+# ---------------------------------------------------------------- the HTTP server
+def test_readme_serve(workdir, monkeypatch, capsys):
+    """``lit-matching serve`` as written (on a free port), then each ``curl`` of the README."""
+    commands = [
+        command
+        for block in readme_blocks()
+        if block.language == "bash"
+        for command in shell_commands(block.body)
+        if command[0] == "curl" or command[:2] == ["lit-matching", "serve"]
+    ]
+    serve = [command for command in commands if command[0] == "lit-matching"]
+    assert len(serve) == 1 and commands[0] == serve[0]
+    monkeypatch.chdir(workdir)
+    if not Path(serve[0][2]).is_dir():
+        _run_in_process(MAIN_FIT, capsys)  # the fit whose export it serves
+    if shutil.which("curl") is None:
+        pytest.skip("no curl")
+    port = serve[0].index("--port") + 1
+    argv = [sys.executable, "-m", "lit_matching.cli", *serve[0][1:port], "0", *serve[0][port + 1 :]]
+    server = subprocess.Popen(argv, cwd=workdir, stdout=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline()  # "Serving DIR at http://127.0.0.1:PORT"
+        assert " at http://127.0.0.1:" in line, line
+        address = line.rsplit("http://", 1)[1].strip()
+        for command in commands[1:]:
+            command = [word.replace("localhost:8000", address) for word in command]
+            out = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
+            answer = json.loads(out.stdout)
+            assert "detail" not in answer, (command, answer)
+            assert answer.get("items") or answer.get("status") == "ok", answer
+    finally:
+        server.terminate()
+        server.wait(60)

@@ -21,6 +21,8 @@ Besides LightningCLI's ``fit``, ``validate``, ``test`` and ``predict``:
   [--chunk-size N]`` writes the top K of every user to a Parquet file (``user_id``, ``rank``,
   ``item_id``, ``score``) in chunks of users, with a progress bar; ``--users-file FILE``
   instead of ``--all`` takes the users of ``FILE``, one raw id per line.
+* ``lit-matching serve DIR [--host 127.0.0.1] [--port 8000]`` serves an exported directory
+  over HTTP (:mod:`lit_matching.serving.http`; :mod:`~lit_matching.cli.serve`).
 
 A fit with a ``RetrievalEvaluator`` whose data holds no validation or test interaction stops
 before training. A user error (a bad file, value or id, an unsafe checkpoint) prints
@@ -54,6 +56,7 @@ from lit_matching.cli.lightning import (
     run_cli,
     run_dir,
 )
+from lit_matching.cli.serve import serve_command
 
 __all__ = [
     "MatchingCLI",
@@ -68,12 +71,14 @@ __all__ = [
     "recommend_command",
     "run_cli",
     "run_dir",
+    "serve_command",
 ]
 
 _EXTRA_COMMANDS = {
     "configs": configs_command,
     "recommend": recommend_command,
     "export": export_command,
+    "serve": serve_command,
 }
 
 

@@ -112,14 +112,13 @@ def answer(retriever: Retriever, requests: Sequence[UserRequest]) -> list[Recomm
     results: list[Recommendation] = []
     searched = [row for row, plan in enumerate(plans) if plan.source != POPULAR]
     found = _search(retriever, plans, searched, vectors)
-    item_ids = retriever.item_ids
     for row, (request, plan) in enumerate(zip(requests, plans, strict=True)):
         items, scores = found[row] if row in found else _popular(retriever, plan)
         keep = items >= 0
         results.append(
             Recommendation(
                 user_id=request.user_id,
-                item_ids=[item_ids[item] for item in items[keep]],
+                item_ids=retriever.raw_item_ids(items[keep]),
                 scores=[float(score) for score in scores[keep]],
                 source=plan.source,
                 dropped_items=plan.dropped,
@@ -145,7 +144,7 @@ def _plan(retriever: Retriever, request: UserRequest) -> _Plan:
         excluded.append(retriever.seen.select(np.array([user])).indices)
     if history is not None and tower is not None:  # items the tower cannot read are dropped
         readable = history < tower.spec.history_pad
-        dropped += [retriever.item_ids[item] for item in history[~readable]]
+        dropped += retriever.raw_item_ids(history[~readable])
         history = history[readable]
     return _Plan(
         user,

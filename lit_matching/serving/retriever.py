@@ -288,9 +288,13 @@ class Retriever:
         """The position of a raw user id, ``-1`` if unknown (or ``None``)."""
         return -1 if raw_user_id is None else int(lookup(self._user_index, [raw_user_id])[0])
 
+    def raw_item_ids(self, positions: np.ndarray) -> list[Any]:
+        """Raw ids of the items at ``positions`` (not :attr:`item_ids`: a list of all of them)."""
+        return self._item_index[np.asarray(positions, dtype=np.int64)].tolist()
+
     def item_positions(self, raw_item_ids: Sequence[Any], keep_unknown: bool = False) -> np.ndarray:
         """Positions of raw item ids: unknown ones dropped, or ``-1`` with ``keep_unknown``."""
-        found = lookup(self._item_index, raw_item_ids)
+        found = lookup(self._item_index, list(raw_item_ids)).astype(np.int64)
         return found if keep_unknown else found[found >= 0]
 
     def with_items(
@@ -298,12 +302,8 @@ class Retriever:
     ) -> Retriever:
         """A retriever with ``items`` added, or replaced (same raw id), from their side features.
 
-        Encoded by the exported item tower (:func:`~lit_matching.serving.item_update.with_items`);
-        this retriever is unchanged. Save the result in place with :meth:`update_export`.
-
-        Raises:
-            ValueError: The tower is an id embedding, or an item's id or features are not
-                usable (named).
+        Encoded by the exported item tower (:func:`~lit_matching.serving.item_update.with_items`,
+        which says what is refused); this retriever is unchanged. :meth:`update_export` saves it.
         """
         return with_items(self, items, id_col)
 
