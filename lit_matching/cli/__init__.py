@@ -39,24 +39,25 @@ imports it.
 
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from lightning_fabric.utilities.exceptions import MisconfigurationException
-
-from lit_matching.cli.commands import configs_command, export_command, recommend_command
-from lit_matching.cli.configs import config_description, packaged_config, packaged_configs
-from lit_matching.cli.lightning import (
-    MatchingCLI,
-    RunConfigSaver,
-    format_metrics_table,
-    run_cli,
-    run_dir,
-)
-from lit_matching.cli.serve import serve_command
+if TYPE_CHECKING:  # imported on first use (below): `serve` loads neither torch nor Lightning
+    from lit_matching.cli.commands import configs_command, export_command, recommend_command
+    from lit_matching.cli.configs import config_description, packaged_config, packaged_configs
+    from lit_matching.cli.lightning import (
+        MatchingCLI,
+        RunConfigSaver,
+        format_metrics_table,
+        run_cli,
+        run_dir,
+    )
+    from lit_matching.cli.serve import serve_command
 
 __all__ = [
     "MatchingCLI",
@@ -74,25 +75,64 @@ __all__ = [
     "serve_command",
 ]
 
+#: Where each public name lives (imported on first use, PEP 562).
+_PUBLIC = {
+    "MatchingCLI": "lit_matching.cli.lightning",
+    "RunConfigSaver": "lit_matching.cli.lightning",
+    "format_metrics_table": "lit_matching.cli.lightning",
+    "run_cli": "lit_matching.cli.lightning",
+    "run_dir": "lit_matching.cli.lightning",
+    "config_description": "lit_matching.cli.configs",
+    "packaged_config": "lit_matching.cli.configs",
+    "packaged_configs": "lit_matching.cli.configs",
+    "configs_command": "lit_matching.cli.commands",
+    "export_command": "lit_matching.cli.commands",
+    "recommend_command": "lit_matching.cli.commands",
+    "serve_command": "lit_matching.cli.serve",
+}
+#: The commands besides LightningCLI's subcommands, by name.
 _EXTRA_COMMANDS = {
-    "configs": configs_command,
-    "recommend": recommend_command,
-    "export": export_command,
-    "serve": serve_command,
+    "configs": "configs_command",
+    "recommend": "recommend_command",
+    "export": "export_command",
+    "serve": "serve_command",
 }
 
 
-#: Errors in what the user gave (files, values, ids, checkpoints): a message, no traceback.
-#: ``FloatingPointError`` is the non-finite loss guard; anything else is a bug and keeps its
-#: traceback.
-_USER_ERRORS = (
-    ValueError,
-    KeyError,
-    OSError,
-    FloatingPointError,
-    pickle.UnpicklingError,
-    MisconfigurationException,
-)
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'lit_matching.cli' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value
+    return value
+
+
+def _public(name: str) -> Any:
+    """A public name of this module: as imported already (or set), else imported now."""
+    return globals()[name] if name in globals() else __getattr__(name)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors in what the user gave (files, values, ids, checkpoints): a message, no traceback.
+
+    ``FloatingPointError`` is the non-finite loss guard; Lightning's configuration errors count
+    when Lightning was loaded (every command that trains loads it; ``serve`` does not).
+    Anything else is a bug and keeps its traceback.
+    """
+    errors: list[type[BaseException]] = [
+        ValueError,
+        KeyError,
+        OSError,
+        FloatingPointError,
+        pickle.UnpicklingError,
+    ]
+    if "lightning_fabric" in sys.modules:
+        from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+        errors.append(MisconfigurationException)
+    return tuple(errors)
+
+
 _TRACEBACK_VARIABLE = "LIT_MATCHING_TRACEBACK"
 
 
@@ -105,8 +145,10 @@ def _message(error: BaseException) -> str:
 
 def _run_command(argv: Sequence[str]) -> None:
     if argv and argv[0] in _EXTRA_COMMANDS:
-        _EXTRA_COMMANDS[argv[0]](argv[1:])
+        command: Callable[[Sequence[str]], None] = _public(_EXTRA_COMMANDS[argv[0]])
+        command(argv[1:])
         return
+    run_cli = _public("run_cli")
     # Deprecations inside Lightning's own calls (jsonargparse, torch pytree) are not the user's.
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
@@ -116,14 +158,16 @@ def _run_command(argv: Sequence[str]) -> None:
 def main() -> None:
     """Entry point of the ``lit-matching`` console script.
 
-    A user error (a bad file, value or id, an unsafe checkpoint; see ``_USER_ERRORS``) prints
+    A user error (a bad file, value or id, an unsafe checkpoint; see ``_user_errors``) prints
     ``lit-matching: error: MESSAGE`` and exits with status 1; ``LIT_MATCHING_TRACEBACK=1``
     shows the full traceback instead. Other exceptions (bugs) keep their traceback. DDP
     worker processes run this same function, so each reports its own error the same way.
     """
     try:
         _run_command(sys.argv[1:])
-    except _USER_ERRORS as error:
+    except Exception as error:
+        if not isinstance(error, _user_errors()):
+            raise
         if os.environ.get(_TRACEBACK_VARIABLE, "") not in ("", "0"):
             raise
         rank = os.environ.get("LOCAL_RANK", "0")

@@ -161,7 +161,9 @@ def test_unexpected_exceptions_keep_their_traceback(monkeypatch):
     def broken(args):
         raise TypeError("a bug")
 
-    monkeypatch.setitem(main.__globals__["_EXTRA_COMMANDS"], "recommend", broken)
+    import lit_matching.cli
+
+    monkeypatch.setattr(lit_matching.cli, "recommend_command", broken, raising=False)
     monkeypatch.setattr(sys, "argv", ["lit-matching", "recommend", "x"])
     with pytest.raises(TypeError, match="a bug"):
         main()

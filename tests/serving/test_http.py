@@ -308,6 +308,7 @@ def test_the_server_runs_without_torch(gru_dir, tmp_path):
         f"""
         import json, sys, threading, time, urllib.request
         import uvicorn
+        from lit_matching.cli import serve_command  # what `lit-matching serve` imports
         from lit_matching.serving.http import Server, create_app
         from lit_matching.serving.retriever import Retriever
 
