@@ -9,12 +9,17 @@ Subcommands:
   float32 vectors (d = 64, seeded, cosine, exact ``Flat`` index) and the real seen items
   (train + valid, excluded from the results): the search does the same work whatever the
   vectors hold, so training would not change the speed.
+* ``http``: latency p50 / p99, requests per second, errors and server memory of
+  ``lit-matching serve`` on localhost for a known user, a fresh 50-item history through a GRU
+  tower and a cold user, at about 40k items (``Flat``) and 1M items (IVF), 1 and 8 clients
+  (see ``scripts/_serving_http.py``).
 
 Every subcommand sets its thread count explicitly (``--threads``: FAISS's OpenMP threads) and
 prints the command, the machine and the date. Usage::
 
     OMP_NUM_THREADS=2 python scripts/bench_serving.py batch [--data-dir ../shared/data]
         [--k 20] [--threads 2] [--sample 2000] [--chunk-sizes 16384] [--repeats 3] [--seed 0]
+    python scripts/bench_serving.py http [--duration 60] [--items 40000 1000000] [--clients 1 8]
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import _serving_http  # the http subcommand (this script's folder is on sys.path)
 import numpy as np
 
 if TYPE_CHECKING:
@@ -240,6 +246,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     batch.add_argument("--repeats", type=int, default=3, help="timed runs per chunk size")
     batch.set_defaults(run=batch_command)
+    http = commands.add_parser(
+        "http", help="lit-matching serve on localhost: latency, requests/s, errors, memory"
+    )
+    _serving_http.add_arguments(http)
+    http.set_defaults(run=_serving_http.run)
     return parser.parse_args(argv)
 
 

@@ -1,4 +1,4 @@
-"""HTTP serving latency: `lit-matching serve` on localhost, clients in this process.
+"""HTTP serving latency (``bench_serving.py http``): `lit-matching serve` on localhost.
 
 For each catalogue (about 40k items with an exact Flat index, 1M items with IVF) it builds an
 export of RANDOM vectors with an UNTRAINED GRU user tower (history of 50; speed does not depend
@@ -12,8 +12,8 @@ for three kinds of request, with 1 and with 8 concurrent clients (keep-alive con
 Reported: latency p50 / p99 (ms, client side), requests per second, errors (non-200 answers or
 failed connections), and the server's resident memory before and after each 8-client run.
 
-    python scripts/bench_serving_http.py --duration 60           # the real run
-    python scripts/bench_serving_http.py --duration 2 --items 40000   # a smoke run
+    python scripts/bench_serving.py http --duration 60           # the real run
+    python scripts/bench_serving.py http --duration 2 --items 40000   # a smoke run
 """
 
 import argparse
@@ -197,8 +197,8 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the ``http`` subcommand."""
     parser.add_argument("--duration", type=float, default=60.0, help="seconds per measurement")
     parser.add_argument("--items", type=int, nargs="+", default=[40_000, 1_000_000])
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8])
@@ -208,7 +208,10 @@ def main() -> None:
     parser.add_argument("--server-threads", type=int, default=1, help="OMP_NUM_THREADS of it")
     parser.add_argument("--max-wait-ms", type=float, default=2.0)
     parser.add_argument("--json", type=Path, help="write the rows here")
-    options = parser.parse_args()
+
+
+def run(options: argparse.Namespace) -> None:
+    """Measure every catalogue and print the table."""
     rows = []
     with tempfile.TemporaryDirectory() as work:
         for num_items in options.items:
@@ -216,7 +219,3 @@ def main() -> None:
     print(table(rows))
     if options.json:
         options.json.write_text(json.dumps(rows, indent=1))
-
-
-if __name__ == "__main__":
-    main()
