@@ -70,19 +70,13 @@ def evaluate_retrieval(
         progress: Show a progress bar of the search: ``True`` for a tqdm bar on stderr, or
             the :class:`~lit_matching.utils.progress.ProgressBars` to make it with.
         progress_label: What the bar is labelled with, e.g. ``"val"``.
-        all_reduce: For a sharded evaluation, run by every process: ``user_vectors`` and
-            ``eval_set`` are this process's share of the users (see
-            :func:`~lit_matching.retrieval.sharding.shard_eval_set`) and the metrics, those of
-            all shares together, are reduced across processes with it (e.g.
-            :func:`~lit_matching.retrieval.sharding.torch_all_reduce`). ``None``: one process
-            evaluates every user.
+        all_reduce: Sharded evaluation (see :mod:`lit_matching.retrieval.sharding`): the users
+            are this process's share; the metrics, of all shares, are reduced with it.
 
     Returns:
-        ``{"recall@10": ..., "ndcg@10": ..., ...}`` averaged over the evaluated users (of all
-        shares with ``all_reduce``).
+        ``{"recall@10": ..., "ndcg@10": ..., ...}`` averaged over the evaluated users.
 
     Example:
-        >>> from lit_matching.data.item_sets import ItemSets
         >>> users = np.array([0, 1])
         >>> eval_set = EvalSet(users, targets=ItemSets.from_pairs(users, [1, 2], 2, 3),
         ...                    exclude=ItemSets.from_pairs(users, [0, 0], 2, 3))
@@ -97,13 +91,23 @@ def evaluate_retrieval(
         _search, user_vectors, max(ks), exclude, batch_size, bars, progress_label
     )  # the same search, over the index it is given
     found = search(build_index(item_vectors, metric, index, search_params), "searching")
-    hits = hit_matrix(found, eval_set.targets)
-    sums = metric_sums(hits, eval_set.targets.counts(), ks, found, item_counts)
-    metrics = (sums if all_reduce is None else reduce_sums(sums, all_reduce)).metrics()
+    metrics = _score(found, eval_set.targets, ks, item_counts, all_reduce)
     if not is_exact(index):  # the share of the exact top K the approximate search found
         exact = search(build_index(item_vectors, metric), "exact search (ann_recall)")
         metrics |= _ann_recall(found, exact, ks, all_reduce)
     return metrics
+
+
+def _score(
+    found: np.ndarray,
+    targets: ItemSets,
+    ks: Sequence[int],
+    item_counts: np.ndarray | None,
+    all_reduce: AllReduce | None,
+) -> dict[str, float]:
+    """The metrics of the items ``found`` for each user (of all shares with ``all_reduce``)."""
+    sums = metric_sums(hit_matrix(found, targets), targets.counts(), ks, found, item_counts)
+    return (sums if all_reduce is None else reduce_sums(sums, all_reduce)).metrics()
 
 
 def _ann_recall(
@@ -114,7 +118,10 @@ def _ann_recall(
         return {f"ann_recall@{cut}": overlap_at_k(found, exact, cut) for cut in ks}
     sums = [overlap_per_row(found, exact, cut).sum() for cut in ks] + [len(found)]
     totals = all_reduce(np.array(sums, dtype=np.float64), "sum")
-    return {f"ann_recall@{cut}": float(total / totals[-1]) for cut, total in zip(ks, totals)}
+    return {
+        f"ann_recall@{cut}": float(total / totals[-1])
+        for cut, total in zip(ks, totals[:-1], strict=True)
+    }
 
 
 def _search(

@@ -81,7 +81,7 @@ def reduce_sums(sums: MetricSums, all_reduce: AllReduce) -> MetricSums:
     best_rank = sums.best_rank
     if best_rank is not None:
         best_rank = all_reduce(best_rank, "min")
-    return MetricSums(sums.ks, {n: float(v) for n, v in zip(names, totals)}, best_rank)
+    return MetricSums(sums.ks, {n: float(v) for n, v in zip(names, totals, strict=True)}, best_rank)
 
 
 def torch_all_reduce(device: torch.device | str) -> AllReduce:

@@ -53,7 +53,7 @@ def test_sharded_evaluation_under_two_process_ddp_equals_single_process(tmp_path
         shares = [rank["encoded"][stage] for rank in ranks]
         assert sorted(shares[0] + shares[1]) == users
         assert abs(len(shares[0]) - len(shares[1])) <= 1
-        for rank, share in zip(ranks, shares):
+        for rank, share in zip(ranks, shares, strict=True):
             assert sum(rank["searched"][stage]) == len(share)
             # every rank ends with the same metrics, those of one process
             assert rank["results"][stage] == ranks[0]["results"][stage]
