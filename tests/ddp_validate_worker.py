@@ -1,4 +1,4 @@
-"""Run by tests/test_evaluation.py: validation metrics on N CPU processes, after a DDP fit too."""
+"""Run by tests/retrieval/test_evaluation.py: evaluation on N CPU processes, after a DDP fit too."""
 
 import json
 import sys
@@ -16,12 +16,34 @@ from lit_matching import (
     MatchingDataModule,
     RetrievalEvaluator,
 )
+from lit_matching.retrieval import evaluation
+from lit_matching.retrieval.encoding import encode_catalogue
+from lit_matching.retrieval.search import search_top_k
 
 
-def validation_metrics(devices: int) -> dict[str, float]:
+def record_encoded_and_searched() -> dict[str, list[int]]:
+    """Record the users the evaluator encodes and how many queries each of its searches gets."""
+    record = {"encoded": [], "searched": []}
+
+    def encode_and_record(module, user_features, *args, **kwargs):
+        record["encoded"].extend(user_features["ids"].tolist())
+        return encode_catalogue(module, user_features, *args, **kwargs)
+
+    def search_and_record(index, queries, *args, **kwargs):
+        record["searched"].append(len(queries))
+        return search_top_k(index, queries, *args, **kwargs)
+
+    evaluation.encode_catalogue = encode_and_record
+    evaluation.search_top_k = search_and_record
+    return record
+
+
+def validation_metrics(devices: int) -> dict:
+    """Validate then test on ``devices`` CPU processes: metrics, logged values, users encoded."""
     pl.seed_everything(0)
     dm = MatchingDataModule(interactions=synthetic_log(num_users=45), eval_batch_size=8)
     model = ListwiseMatching(IDEmbeddingTower(dm.num_users, 8), IDEmbeddingTower(dm.num_items, 8))
+    record = record_encoded_and_searched()
     evaluator = RetrievalEvaluator(ks=(3, 10), batch_size=7)
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -32,9 +54,16 @@ def validation_metrics(devices: int) -> dict[str, float]:
         enable_model_summary=False,
         callbacks=[evaluator],
     )
-    trainer.validate(model, dm, verbose=False)
-    logged = {k: float(v) for k, v in trainer.callback_metrics.items() if "@" in k}
-    return {"results": evaluator.results["val"], "logged": logged, "rank": trainer.global_rank}
+    out = {"logged": {}, "encoded": {}, "searched": {}}
+    for stage, run in (("val", trainer.validate), ("test", trainer.test)):
+        record["encoded"].clear()
+        record["searched"].clear()
+        run(model, dm, verbose=False)
+        names = [f"{stage}/{name}" for name in evaluator.results[stage]]  # not the loss
+        out["logged"][stage] = {k: float(trainer.callback_metrics[k]) for k in names}
+        out["encoded"][stage] = list(record["encoded"])
+        out["searched"][stage] = list(record["searched"])
+    return out | {"results": evaluator.results, "rank": trainer.global_rank}
 
 
 def fit_model():

@@ -15,13 +15,20 @@ from torch import Tensor
 from lit_matching.data.item_sets import EvalSet, ItemSets
 from lit_matching.losses.similarity import FaissMetric
 from lit_matching.retrieval.encoding import CatalogueEncoder, encode_catalogue
-from lit_matching.retrieval.metrics import hit_matrix, retrieval_metrics
+from lit_matching.retrieval.metrics import hit_matrix, metric_sums
 from lit_matching.retrieval.search import (
     EXACT,
     build_index,
     is_exact,
     overlap_at_k,
+    overlap_per_row,
     search_top_k,
+)
+from lit_matching.retrieval.sharding import (
+    AllReduce,
+    reduce_sums,
+    shard_eval_set,
+    torch_all_reduce,
 )
 from lit_matching.retrieval.validation import check_ks
 from lit_matching.utils.progress import ProgressBars, progress_bar, progress_bars
@@ -42,6 +49,7 @@ def evaluate_retrieval(
     batch_size: int = 4096,
     progress: bool | ProgressBars = False,
     progress_label: str = "retrieval",
+    all_reduce: AllReduce | None = None,
 ) -> dict[str, float]:
     """Search the full catalogue for every evaluated user and score the top ``max(ks)``.
 
@@ -62,12 +70,13 @@ def evaluate_retrieval(
         progress: Show a progress bar of the search: ``True`` for a tqdm bar on stderr, or
             the :class:`~lit_matching.utils.progress.ProgressBars` to make it with.
         progress_label: What the bar is labelled with, e.g. ``"val"``.
+        all_reduce: Sharded evaluation (see :mod:`lit_matching.retrieval.sharding`): the users
+            are this process's share; the metrics, of all shares, are reduced with it.
 
     Returns:
         ``{"recall@10": ..., "ndcg@10": ..., ...}`` averaged over the evaluated users.
 
     Example:
-        >>> from lit_matching.data.item_sets import ItemSets
         >>> users = np.array([0, 1])
         >>> eval_set = EvalSet(users, targets=ItemSets.from_pairs(users, [1, 2], 2, 3),
         ...                    exclude=ItemSets.from_pairs(users, [0, 0], 2, 3))
@@ -82,12 +91,37 @@ def evaluate_retrieval(
         _search, user_vectors, max(ks), exclude, batch_size, bars, progress_label
     )  # the same search, over the index it is given
     found = search(build_index(item_vectors, metric, index, search_params), "searching")
-    hits = hit_matrix(found, eval_set.targets)
-    metrics = retrieval_metrics(hits, eval_set.targets.counts(), ks, found, item_counts)
+    metrics = _score(found, eval_set.targets, ks, item_counts, all_reduce)
     if not is_exact(index):  # the share of the exact top K the approximate search found
         exact = search(build_index(item_vectors, metric), "exact search (ann_recall)")
-        metrics |= {f"ann_recall@{cut}": overlap_at_k(found, exact, cut) for cut in ks}
+        metrics |= _ann_recall(found, exact, ks, all_reduce)
     return metrics
+
+
+def _score(
+    found: np.ndarray,
+    targets: ItemSets,
+    ks: Sequence[int],
+    item_counts: np.ndarray | None,
+    all_reduce: AllReduce | None,
+) -> dict[str, float]:
+    """The metrics of the items ``found`` for each user (of all shares with ``all_reduce``)."""
+    sums = metric_sums(hit_matrix(found, targets), targets.counts(), ks, found, item_counts)
+    return (sums if all_reduce is None else reduce_sums(sums, all_reduce)).metrics()
+
+
+def _ann_recall(
+    found: np.ndarray, exact: np.ndarray, ks: Sequence[int], all_reduce: AllReduce | None
+) -> dict[str, float]:
+    """``ann_recall@K`` for every cut-off, over the users of all shares with ``all_reduce``."""
+    if all_reduce is None:
+        return {f"ann_recall@{cut}": overlap_at_k(found, exact, cut) for cut in ks}
+    sums = [overlap_per_row(found, exact, cut).sum() for cut in ks] + [len(found)]
+    totals = all_reduce(np.array(sums, dtype=np.float64), "sum")
+    return {
+        f"ann_recall@{cut}": float(total / totals[-1])
+        for cut, total in zip(ks, totals[:-1], strict=True)
+    }
 
 
 def _search(
@@ -145,8 +179,13 @@ class RetrievalEvaluator(Callback):
 
     The data come from ``trainer.datamodule.eval_set(stage)`` (see
     :meth:`MatchingDataModule.eval_set`); the model must offer ``encode_users``,
-    ``encode_items`` and ``similarity`` (as :class:`MatchingModule` does). Every rank computes
-    the same metrics, so they are safe to monitor under DDP.
+    ``encode_items`` and ``similarity`` (as :class:`MatchingModule` does).
+
+    Under DDP (world size above 1) the evaluation is sharded: each rank encodes and searches
+    every ``world_size``-th user only (:func:`~lit_matching.retrieval.sharding.shard_eval_set`),
+    against the whole catalogue, and the metrics are all-reduced exactly
+    (:mod:`lit_matching.retrieval.sharding`), so every rank ends with the same metrics, those
+    of one process up to float64 rounding; they are safe to monitor.
 
     With an approximate ``index`` (a FAISS index-factory string such as ``"HNSW32"`` or
     ``"IVF1024,Flat"``) it also logs ``{stage}/ann_recall@K``: the share of the exact top K
@@ -210,6 +249,7 @@ class RetrievalEvaluator(Callback):
         user_features: Mapping[str, Tensor] | None = None,
         progress: bool | ProgressBars = False,
         progress_label: str = "retrieval",
+        all_reduce: AllReduce | None = None,
     ) -> dict[str, float]:
         """Encode users and items with ``pl_module`` and compute the metrics.
 
@@ -217,7 +257,9 @@ class RetrievalEvaluator(Callback):
         to the user ids alone. With ``progress`` (``True``, or the
         :class:`~lit_matching.utils.progress.ProgressBars` to use), bars labelled ``progress_label``
         show the encoding and the search. The module encodes in eval mode (no dropout) and
-        is left in the mode it was in, each submodule's included.
+        is left in the mode it was in, each submodule's included. With ``all_reduce``,
+        ``eval_set`` is this process's share of the users and the metrics are those of all
+        shares (see :func:`evaluate_retrieval`).
         """
         if user_features is None:
             user_features = {"ids": torch.as_tensor(eval_set.users)}
@@ -238,6 +280,7 @@ class RetrievalEvaluator(Callback):
             batch_size=self.batch_size,
             progress=bars or False,
             progress_label=progress_label,
+            all_reduce=all_reduce,
         )
 
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -248,6 +291,10 @@ class RetrievalEvaluator(Callback):
                 "MatchingDataModule; pass it as trainer.fit(model, datamodule=...)"
             )
         eval_set = datamodule.eval_set(stage)
+        all_reduce = None
+        if trainer.world_size > 1:  # each rank its share of the users, metrics reduced
+            eval_set = shard_eval_set(eval_set, trainer.global_rank, trainer.world_size)
+            all_reduce = torch_all_reduce(pl_module.device)
         features = (
             datamodule.user_features(stage, eval_set.users)
             if hasattr(datamodule, "user_features")
@@ -262,6 +309,7 @@ class RetrievalEvaluator(Callback):
             features,
             progress=progress_bars(self.progress, trainer) or False,
             progress_label=stage,
+            all_reduce=all_reduce,
         )
         self.results[stage] = metrics
         for name, value in metrics.items():

@@ -27,6 +27,7 @@ Catalogue-level measures over the ``(users, K)`` matrix of recommended item ids
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -35,11 +36,13 @@ from lit_matching.retrieval.validation import check_k
 
 __all__ = [
     "METRICS",
+    "MetricSums",
     "average_precision_at_k",
     "catalogue_coverage",
     "hit_matrix",
     "hit_rate_at_k",
     "mean_popularity",
+    "metric_sums",
     "mrr_at_k",
     "ndcg_at_k",
     "precision_at_k",
@@ -236,7 +239,8 @@ def retrieval_metrics(
 
     Ranks past the width of ``hits`` count as misses, so ``k`` may exceed it (e.g. a catalogue
     smaller than ``k``). Users without a relevant item are skipped (no metric is defined for
-    them) and counted in ``"skipped_users"``.
+    them) and counted in ``"skipped_users"``. It is :meth:`MetricSums.metrics` of
+    :func:`metric_sums`, so a sharded evaluation (sums of each shard added up) computes the same.
 
     Args:
         hits: ``(users, K)`` boolean hit matrix (see :func:`hit_matrix`).
@@ -271,19 +275,113 @@ def retrieval_metrics(
         >>> metrics["coverage@2"], metrics["popularity@2"]  # items {0, 2, 3}; (2 + 8 + 8 + 0) / 4
         (0.6, 4.5)
     """
+    return metric_sums(hits, num_relevant, ks, top_items, item_counts, num_items).metrics()
+
+
+#: ``best_rank`` of an item no evaluated user was recommended.
+_NEVER = np.iinfo(np.int64).max
+
+
+@dataclass(frozen=True)
+class MetricSums:
+    """What :func:`retrieval_metrics` averages, kept as sums: they add up over disjoint users.
+
+    A sharded evaluation computes one per shard of the users, adds the ``sums`` of all shards
+    and takes the element-wise minimum of their ``best_rank`` (e.g. with a distributed
+    all-reduce, see :mod:`lit_matching.retrieval.sharding`); :meth:`metrics` then gives the
+    metrics of all users together. Popularity sums integer counts and coverage counts items,
+    so those two are exact; the per-user means differ from one process's only by the order
+    of the float64 additions.
+
+    Attributes:
+        ks: The cut-offs.
+        sums: Float64 totals over the evaluated users (those with a relevant item), in this
+            order: per ``k``, every :data:`METRICS` value summed over users (``"recall@10"``
+            ...), then with item counts ``"popularity@k"`` (training counts summed over the
+            filled slots of the top ``k``) and ``"slots@k"`` (those slots); last ``"users"``
+            and ``"skipped_users"``.
+        best_rank: With a catalogue size, ``(num_items,)`` int64: the best 0-based rank at which
+            any evaluated user got each item (the int64 maximum where none did); the item is
+            in someone's top ``k`` when it is below ``k``. ``None`` without a catalogue size.
+
+    Example:
+        >>> hits = np.array([[False, True], [True, False]])
+        >>> top = np.array([[2, 0], [0, 1]])
+        >>> first = metric_sums(hits[:1], np.array([1]), [1, 2], top[:1], num_items=4)
+        >>> second = metric_sums(hits[1:], np.array([1]), [1, 2], top[1:], num_items=4)
+        >>> both = MetricSums(first.ks, {n: first.sums[n] + second.sums[n] for n in first.sums},
+        ...                   np.minimum(first.best_rank, second.best_rank))
+        >>> both.metrics() == retrieval_metrics(hits, np.array([1, 1]), [1, 2], top, num_items=4)
+        True
+    """
+
+    ks: tuple[int, ...]
+    sums: dict[str, float]
+    best_rank: np.ndarray | None = None
+
+    def metrics(self) -> dict[str, float]:
+        """The metrics of :func:`retrieval_metrics` (same names, same order).
+
+        Raises:
+            ValueError: If no user has a relevant item.
+        """
+        users = self.sums["users"]
+        if users == 0:
+            raise ValueError("no user has a relevant item: nothing to evaluate")
+        result = {}
+        for k in self.ks:
+            for name in METRICS:
+                result[f"{name}@{k}"] = self.sums[f"{name}@{k}"] / users
+            if self.best_rank is not None:
+                result[f"coverage@{k}"] = int((self.best_rank < k).sum()) / len(self.best_rank)
+            if f"popularity@{k}" in self.sums:
+                slots = self.sums[f"slots@{k}"]
+                popularity = self.sums[f"popularity@{k}"] / slots if slots else float("nan")
+                result[f"popularity@{k}"] = popularity
+        return result | {"users": users, "skipped_users": self.sums["skipped_users"]}
+
+
+def metric_sums(
+    hits: np.ndarray,
+    num_relevant: np.ndarray,
+    ks: Iterable[int] = (10, 20, 50),
+    top_items: np.ndarray | None = None,
+    item_counts: np.ndarray | None = None,
+    num_items: int | None = None,
+) -> MetricSums:
+    """The :class:`MetricSums` of some users (arguments as :func:`retrieval_metrics`).
+
+    Unlike :func:`retrieval_metrics` it accepts users none of whom has a relevant item (a
+    shard may hold none): the error comes from :meth:`MetricSums.metrics` once all are summed.
+    """
+    ks = tuple(ks)
     hits, num_relevant, top_items, num_items, skipped = _evaluated_users(
         hits, num_relevant, top_items, item_counts, num_items
     )
-    result = {}
+    sums = {}
     for k in ks:
         padded = np.pad(hits, ((0, 0), (0, max(0, k - hits.shape[1]))))  # misses past the end
         for name, metric in METRICS.items():
-            result[f"{name}@{k}"] = float(metric(padded, num_relevant, k).mean())
-        if top_items is not None and num_items is not None:
-            result[f"coverage@{k}"] = catalogue_coverage(top_items, num_items, k)
+            sums[f"{name}@{k}"] = float(metric(padded, num_relevant, k).sum())
         if top_items is not None and item_counts is not None:
-            result[f"popularity@{k}"] = mean_popularity(top_items, item_counts, k)
-    return result | {"users": float(hits.shape[0]), "skipped_users": float(skipped)}
+            items = _top_item_ids(top_items, k)
+            sums[f"popularity@{k}"] = float(np.asarray(item_counts, np.float64)[items].sum())
+            sums[f"slots@{k}"] = float(items.size)
+    sums |= {"users": float(hits.shape[0]), "skipped_users": float(skipped)}
+    best_rank = None
+    if top_items is not None and num_items is not None:
+        best_rank = _best_rank(top_items, num_items, max(ks))
+    return MetricSums(ks, sums, best_rank)
+
+
+def _best_rank(top_items: np.ndarray, num_items: int, k: int) -> np.ndarray:
+    """Per item, the best rank (0-based, within the first ``k``) any row has it at."""
+    catalogue_coverage(top_items, num_items, k)  # the checks of ids and catalogue size
+    best = np.full(num_items, _NEVER, dtype=np.int64)
+    for rank in reversed(range(min(k, top_items.shape[1]))):  # better ranks overwrite
+        items = top_items[:, rank]
+        best[items[items >= 0]] = rank
+    return best
 
 
 def _evaluated_users(
@@ -308,6 +406,4 @@ def _evaluated_users(
                 f"top_items has {top_items.shape[0]} rows but hits has {hits.shape[0]}"
             )
         top_items = top_items[keep]
-    if not keep.any():
-        raise ValueError("no user has a relevant item: nothing to evaluate")
     return hits[keep], num_relevant[keep], top_items, num_items, int((~keep).sum())

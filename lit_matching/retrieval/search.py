@@ -17,6 +17,7 @@ __all__ = [
     "is_exact",
     "merge_interests",
     "overlap_at_k",
+    "overlap_per_row",
     "search_top_k",
     "set_search_params",
     "to_gpu",
@@ -284,6 +285,22 @@ def overlap_at_k(found: np.ndarray, reference: np.ndarray, k: int) -> float:
         >>> round(overlap_at_k(np.array([[3, 1, 9], [5, 7, -1]]), exact, k=3), 4)  # (2/3 + 1/2) / 2
         0.5833
     """
+    return float(np.mean(overlap_per_row(found, reference, k)))
+
+
+def overlap_per_row(found: np.ndarray, reference: np.ndarray, k: int) -> np.ndarray:
+    """Each row's share of its reference top ``k`` that ``found``'s top ``k`` also holds.
+
+    The per-row values :func:`overlap_at_k` averages (a sharded evaluation sums them); rows
+    whose reference has no item count as 1.
+
+    Example:
+        >>> exact = np.array([[1, 2, 3], [4, 5, -1]])
+        >>> overlap_per_row(np.array([[3, 1, 9], [5, 7, -1]]), exact, k=3).round(4)
+        array([0.6667, 0.5   ])
+    """
+    if len(reference) == 0:  # e.g. a shard without users
+        return np.zeros(0)
     rows = np.arange(len(reference))[:, None]
     wanted = reference[:, :k]
     sets = ItemSets.from_pairs(
@@ -294,4 +311,4 @@ def overlap_at_k(found: np.ndarray, reference: np.ndarray, k: int) -> float:
     )
     hits = sets.contains(rows, found[:, :k]).sum(1)
     have = sets.counts()
-    return float(np.mean(np.where(have > 0, hits / np.maximum(have, 1), 1.0)))
+    return np.where(have > 0, hits / np.maximum(have, 1), 1.0)
