@@ -22,6 +22,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -108,6 +109,26 @@ def readme_cli_commands() -> list[list[str]]:
     ]
 
 
+def environment_prefix(command: list[str]) -> tuple[dict[str, str], list[str]]:
+    """``NAME=value`` words before a command, and the command."""
+    names = 0
+    while names < len(command) and re.fullmatch(r"[A-Z_]+=\S*", command[names]):
+        names += 1
+    variables = dict(word.split("=", 1) for word in command[:names])
+    return variables, command[names:]
+
+
+def readme_node_commands() -> list[tuple[dict[str, str], list[str]]]:
+    """The multi-node commands (``MASTER_ADDR=... NODE_RANK=i lit-matching ...``), in order."""
+    commands = [
+        environment_prefix(command)
+        for block in readme_blocks()
+        if block.language == "bash"
+        for command in shell_commands(block.body)
+    ]
+    return [(env, command) for env, command in commands if env and command[0] == "lit-matching"]
+
+
 def _id(command: list[str]) -> str:
     return " ".join(command)
 
@@ -191,6 +212,8 @@ def test_every_readme_block_is_covered():
             for command in shell_commands(block.body):
                 if command[0] in ("lit-matching", "curl"):
                     continue  # test_readme_command, test_readme_serve
+                if environment_prefix(command)[1][:1] == ["lit-matching"]:
+                    continue  # test_readme_multinode
                 assert _id(command) in CI_COMMANDS, (
                     f"{where}: {_id(command)!r} is neither a lit-matching command (run by "
                     "test_readme_command) nor one of .ci/run's (CI_COMMANDS): cover it"
@@ -320,6 +343,43 @@ def test_readme_configs_listing_is_the_command_output(capsys):
     (block,) = [b for b in readme_blocks() if b.language == "text" and b.section == "Command line"]
     configs_command([])
     assert capsys.readouterr().out == block.body
+
+
+# ---------------------------------------------------------------- several machines
+def test_readme_multinode(workdir):
+    """The README's multi-node commands, started at once (on a free port), plus SHORTER."""
+    nodes = readme_node_commands()
+    assert [env.get("NODE_RANK") for env, _ in nodes] == ["0", "1"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "SLURM_JOB_ID")
+    }
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "lit_matching.cli", *command[1:], *SHORTER],
+            cwd=workdir,
+            env=environment | env | {"MASTER_PORT": port, "OMP_NUM_THREADS": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for env, command in nodes
+    ]
+    outputs = []
+    try:
+        for process in processes:
+            out, err = process.communicate(timeout=600)
+            assert process.returncode == 0, err[-3000:]
+            outputs.append(out)
+    finally:
+        for process in processes:
+            process.kill()
+    assert "full-catalogue ranking, seen items excluded" in outputs[0]  # rank 0 reports
+    assert "ListwiseMatching (cosine)" not in outputs[1]  # once, not per rank
 
 
 # ---------------------------------------------------------------- the HTTP server
