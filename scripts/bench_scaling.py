@@ -17,6 +17,8 @@ Synthetic data, three parts; markdown tables on stdout, two PNG plots in ``--out
    time spent in Adam's update (from ``on_before_optimizer_step``, called inside
    ``Adam.step`` after forward and backward, to the end of the batch). The largest size then
    runs 5 more steps under ``torch.profiler`` and lists the operators of most self CPU time.
+   ``--embeddings dense sparse`` runs every size with dense tables (fused Adam) and again with
+   ``sparse_embeddings=True`` (sparse gradients, ``SparseAdam``; issue 16).
 2. **Exact vs approximate search**: clustered unit vectors (d = 64, users and items around
    the same ``CENTRES`` centres, like trained embeddings; ``--spread`` sets how hard they are)
    for the same catalogue sizes, ``--query-users`` users (default 10k) with ~20 power-law

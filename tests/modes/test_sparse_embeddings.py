@@ -2,7 +2,9 @@
 
 import copy
 import math
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -358,3 +360,34 @@ def test_the_option_round_trips_through_the_cli_config(tmp_path, monkeypatch, ca
     assert cli.model.hparams["sparse_embeddings"] is True
     assert cli.model.item_tower.embedding.sparse
     assert isinstance(cli.trainer.optimizers[0], torch.optim.SparseAdam)
+
+
+def test_ddp_ranks_keep_the_same_sparse_tables(tmp_path):
+    """DDP all-reduces the sparse gradients: both ranks end with the same weights."""
+    worker = Path(__file__).with_name("sparse_ddp_worker.py")
+    done = subprocess.run(
+        [sys.executable, str(worker), str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    for (name, a), b in zip(rank0.items(), rank1.values(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max"])
+def test_towers_with_sparse_tables_export_to_onnx(pooling, tmp_path):
+    """The sparse flag changes the backward only: the exported tower computes the same."""
+    from lit_matching.modes.sparse import sparse_tables
+    from lit_matching.serving.onnx_tower import OnnxTower
+    from lit_matching.serving.tower_export import export_tower
+
+    torch.manual_seed(0)
+    tower = HistoryPoolingTower(NUM_ITEMS, DIM, pooling=pooling, hidden_dims=(6,))
+    assert len(sparse_tables(tower)) == 1 and tower.item_embedding.sparse
+    path = export_tower(tower, tmp_path / "tower.onnx", True, NUM_USERS, NUM_ITEMS)
+    batch = history_batch()
+    inputs = {key: batch[key].numpy() for key in ("history", "history_length")}
+    inputs["ids"] = batch["users"].numpy()
+    with torch.no_grad():
+        expected = tower({key: torch.from_numpy(value) for key, value in inputs.items()})
+    np.testing.assert_allclose(OnnxTower(path)(inputs), expected.numpy(), rtol=0, atol=1e-5)
