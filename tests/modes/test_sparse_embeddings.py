@@ -391,3 +391,31 @@ def test_towers_with_sparse_tables_export_to_onnx(pooling, tmp_path):
     with torch.no_grad():
         expected = tower({key: torch.from_numpy(value) for key, value in inputs.items()})
     np.testing.assert_allclose(OnnxTower(path)(inputs), expected.numpy(), rtol=0, atol=1e-5)
+
+
+class Scheduled(ListwiseMatching):
+    """Halves the learning rate every step (as a CLI ``lr_scheduler`` would, on Lightning's)."""
+
+    def configure_optimizers(self):
+        optimizer = super().configure_optimizers()
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5**step)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def test_the_tables_follow_the_scheduled_learning_rate(monkeypatch):
+    model = Scheduled(
+        IDEmbeddingTower(NUM_USERS, DIM), IDEmbeddingTower(NUM_ITEMS, DIM),
+        log_q_correction=False, learn_temperature=True, learning_rate=0.1,
+        sparse_embeddings=True,
+    )  # fmt: skip
+    seen = []
+    original = torch.optim.SparseAdam.step
+
+    def step(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SparseAdam, "step", step)
+    loader = torch.utils.data.DataLoader(fixed_batches(), batch_size=None)
+    quiet_trainer(max_steps=3).fit(model, loader)
+    assert seen == pytest.approx([0.1, 0.05, 0.025])
