@@ -17,6 +17,8 @@ Synthetic data, three parts; markdown tables on stdout, two PNG plots in ``--out
    time spent in Adam's update (from ``on_before_optimizer_step``, called inside
    ``Adam.step`` after forward and backward, to the end of the batch). The largest size then
    runs 5 more steps under ``torch.profiler`` and lists the operators of most self CPU time.
+   ``--embeddings dense sparse`` runs every size with dense tables (fused Adam) and again with
+   ``sparse_embeddings=True`` (sparse gradients, ``SparseAdam``; issue 16).
 2. **Exact vs approximate search**: clustered unit vectors (d = 64, users and items around
    the same ``CENTRES`` centres, like trained embeddings; ``--spread`` sets how hard they are)
    for the same catalogue sizes, ``--query-users`` users (default 10k) with ~20 power-law
@@ -36,7 +38,8 @@ half of it the 1M-item training) and about 5 on idle ones; ``--quick`` (tiny siz
 ``.bench/scaling-quick``) under a minute. Usage::
 
     OMP_WAIT_POLICY=PASSIVE python scripts/bench_scaling.py [--items 10000 100000 1000000]
-        [--steps 200] [--warmup 10] [--threads 2] [--quick] [--out-dir docs/img]
+        [--steps 200] [--warmup 10] [--threads 2] [--embeddings dense sparse]
+        [--quick] [--out-dir docs/img]
         [--users 50000] [--interactions 1000000] [--query-users 10000]
         [--grid-users 1000 10000 100000] [--max-gflop 1000] [--hnsw-max-items 100000]
         [--spread 1.5] [--skip-train] [--skip-eval] [--timeout 1200]
@@ -193,8 +196,10 @@ def top_operators(profiler: Any, count: int = 8) -> list[tuple[str, float, float
     ]
 
 
-def train_worker(num_items: int, cfg: Config, profile: bool) -> dict[str, Any]:
+def train_worker(num_items: int, cfg: Config, profile: bool, sparse: bool) -> dict[str, Any]:
     """Build the data and train for ``warmup + steps`` steps; numbers as a JSON-able dict."""
+    import torch
+
     from lit_matching import IDEmbeddingTower, ListwiseMatching, MatchingDataModule
 
     set_threads(cfg.threads)
@@ -215,6 +220,7 @@ def train_worker(num_items: int, cfg: Config, profile: bool) -> dict[str, Any]:
         temperature=TEMPERATURE,
         in_batch_negatives=True,
         learning_rate=LR,
+        sparse_embeddings=sparse,
     )
     timer = StepTimer(cfg.warmup, cfg.steps, PROFILE_STEPS if profile else 0)
     trainer = pl.Trainer(
@@ -233,10 +239,13 @@ def train_worker(num_items: int, cfg: Config, profile: bool) -> dict[str, Any]:
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     state = sum(
         value.numel() * value.element_size()
-        for per_param in trainer.optimizers[0].state.values()
+        for optimizer in [*trainer.optimizers, *model._extra_optimizers]
+        for per_param in optimizer.state.values()
         for value in per_param.values()
+        if isinstance(value, torch.Tensor)  # SparseAdam's step count is an int
     )
     return {
+        "embeddings": "sparse" if sparse else "dense",
         "items": dm.num_items,
         "users": dm.num_users,
         "train_rows": len(dm.splits.train),
@@ -253,24 +262,24 @@ def train_worker(num_items: int, cfg: Config, profile: bool) -> dict[str, Any]:
     }
 
 
-def run_training(cfg: Config) -> list[dict[str, Any]]:
+def run_training(cfg: Config, embeddings: list[str]) -> list[dict[str, Any]]:
     rows = []
-    for num_items in cfg.items:
+    for kind, num_items in [(kind, n) for kind in embeddings for n in cfg.items]:
         command = [sys.executable, str(Path(__file__).resolve()), "--worker-train", str(num_items)]
         command += ["--users", str(cfg.users), "--interactions", str(cfg.interactions)]
         command += ["--steps", str(cfg.steps), "--warmup", str(cfg.warmup)]
-        command += ["--threads", str(cfg.threads)]
+        command += ["--threads", str(cfg.threads), "--embeddings", kind]
         if num_items == max(cfg.items):
             command.append("--profile")
         started = time.perf_counter()
         result = run_worker(command, cfg.timeout)
         wall = time.perf_counter() - started
         if isinstance(result, str):
-            print(f"  training, {num_items:,} items: {result}", flush=True)
+            print(f"  training, {kind}, {num_items:,} items: {result}", flush=True)
             continue
         result["wall_s"] = wall
         print(
-            f"  training, {num_items:,} items: {result['samples_per_s']:,.0f} samples/s, "
+            f"  training, {kind}, {num_items:,} items: {result['samples_per_s']:,.0f} samples/s, "
             f"peak {result['peak_mb']:,.0f} MB ({wall:.0f} s)",
             flush=True,
         )
@@ -285,29 +294,33 @@ def print_training(rows: list[dict[str, Any]], cfg: Config) -> None:
         f"after {cfg.warmup} warm-up\n"
     )
     print(
-        "| items | users | train rows | data setup s | samples/s | ms/step | optimizer share "
-        "| params MB | params + Adam MB | peak RSS after data MB | peak RSS MB |"
+        "| embeddings | items | users | train rows | data setup s | samples/s | vs. smallest "
+        "| ms/step | optimizer share | params MB | params + Adam MB | peak RSS after data MB "
+        "| peak RSS MB |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    smallest = {r["embeddings"]: r["samples_per_s"] for r in reversed(rows)}
     for r in rows:
+        ratio = r["samples_per_s"] / smallest[r["embeddings"]]
         print(
-            f"| {r['items']:,} | {r['users']:,} | {r['train_rows']:,} | {r['setup_s']:.1f} "
-            f"| {r['samples_per_s']:,.0f} | {r['step_ms']:.1f} | {r['optimizer_share']:.0%} "
+            f"| {r['embeddings']} | {r['items']:,} | {r['users']:,} | {r['train_rows']:,} "
+            f"| {r['setup_s']:.1f} | {r['samples_per_s']:,.0f} | {ratio:.2f}x "
+            f"| {r['step_ms']:.1f} | {r['optimizer_share']:.0%} "
             f"| {r['params_mb']:.0f} | {r['adam_mb']:.0f} | {r['data_peak_mb']:.0f} "
             f"| {r['peak_mb']:.0f} |"
         )
-    profiled = [r for r in rows if r["profile"]]
-    if profiled:
-        r = profiled[-1]
+    for r in [r for r in rows if r["profile"]]:
         print(
-            f"\ntorch.profiler, {r['items']:,} items, {PROFILE_STEPS} steps: operators of most "
-            "self CPU time\n"
+            f"\ntorch.profiler, {r['embeddings']} embeddings, {r['items']:,} items, "
+            f"{PROFILE_STEPS} steps: operators of most self CPU time\n"
         )
         print("| operator | self CPU ms/step | share |")
         print("|---|---:|---:|")
         for name, ms, share in r["profile"]:
             print(f"| {name} | {ms:.1f} | {share:.0%} |")
-        print(f"\n{adam_verdict(rows)}")
+    dense = [r for r in rows if r["embeddings"] == "dense"]
+    if dense:
+        print(f"\n{adam_verdict(dense)}")
 
 
 def adam_verdict(rows: list[dict[str, Any]]) -> str:
@@ -487,13 +500,16 @@ def print_evaluation(results: list[EvalResult], cfg: Config) -> None:
 def plot_training(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    items = [r["items"] for r in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
-    left.plot(items, [r["samples_per_s"] for r in rows], "o-")
+    for kind in dict.fromkeys(r["embeddings"] for r in rows):
+        part = [r for r in rows if r["embeddings"] == kind]
+        items = [r["items"] for r in part]
+        left.plot(items, [r["samples_per_s"] for r in part], "o-", label=f"{kind} embeddings")
+        right.plot(items, [r["peak_mb"] for r in part], "o-", label=f"peak RSS, {kind}")
+        right.plot(items, [r["adam_mb"] for r in part], "s--", label=f"params + Adam, {kind}")
     left.set(xscale="log", xlabel="catalogue size (items)", ylabel="training samples/s")
     left.set_ylim(bottom=0)
-    right.plot(items, [r["peak_mb"] for r in rows], "o-", label="peak RSS")
-    right.plot(items, [r["adam_mb"] for r in rows], "s--", label="params + Adam state")
+    left.legend()
     right.set(xscale="log", xlabel="catalogue size (items)", ylabel="MB")
     right.legend()
     for ax in (left, right):
@@ -565,6 +581,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--hnsw-max-items", type=int, help="skip HNSW32 above this catalogue")
     parser.add_argument("--spread", type=float, default=1.5, help="cluster spread of vectors")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--embeddings",
+        nargs="+",
+        choices=["dense", "sparse"],
+        default=["dense"],
+        help="embedding tables to train with: dense (fused Adam), sparse (SparseAdam), or both",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a smoke run")
     parser.add_argument(
         "--out-dir",
@@ -583,13 +606,14 @@ def main() -> None:
     args = parse_args()
     cfg = config_from(args)
     if args.worker_train is not None:
-        print(json.dumps(train_worker(args.worker_train, cfg, args.profile)))
+        sparse = args.embeddings == ["sparse"]
+        print(json.dumps(train_worker(args.worker_train, cfg, args.profile, sparse)))
         return
     started = time.perf_counter()
     set_threads(cfg.threads)
     out_dir = args.out_dir or ROOT / (".bench/scaling-quick" if args.quick else "docs/img")
     out_dir.mkdir(parents=True, exist_ok=True)
-    training = [] if args.skip_train else run_training(cfg)
+    training = [] if args.skip_train else run_training(cfg, args.embeddings)
     evaluation = [] if args.skip_eval else run_evaluation(cfg)
     if training:
         print_training(training, cfg)

@@ -61,6 +61,8 @@ class ListwiseMatching(MatchingModule):
             instead of taking the data's training frequencies (``pos_log_q``).
         learning_rate: Adam learning rate.
         weight_decay: Adam L2 penalty.
+        sparse_embeddings: Sparse gradients and ``SparseAdam`` for the embedding tables; see
+            :class:`MatchingModule`.
 
     Example:
         >>> from lit_matching.towers.id import IDEmbeddingTower
@@ -88,6 +90,7 @@ class ListwiseMatching(MatchingModule):
         frequency_buckets: int | None = None,
         learning_rate: float = 1e-3,
         weight_decay: float = 0.0,
+        sparse_embeddings: bool = False,
     ):
         super().__init__(
             user_tower,
@@ -98,6 +101,7 @@ class ListwiseMatching(MatchingModule):
             temperature_range,
             learning_rate,
             weight_decay,
+            sparse_embeddings,
         )
         if frequency_buckets is not None and not in_batch_negatives:
             raise ValueError(

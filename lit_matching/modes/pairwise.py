@@ -26,6 +26,8 @@ class PairwiseMatching(MatchingModule):
         temperature_range: Range of the learned temperature.
         learning_rate: Adam learning rate.
         weight_decay: Adam L2 penalty.
+        sparse_embeddings: Sparse gradients and ``SparseAdam`` for the embedding tables; see
+            :class:`MatchingModule`.
 
     Example:
         >>> import torch

@@ -221,6 +221,7 @@ class HistoryPoolingTower(_HistoryTower):
                 weight,
                 mode="sum",
                 per_sample_weights=mask.to(weight.dtype),
+                sparse=self.item_embedding.sparse,  # the table's choice, as for a lookup
             )
             if self.pooling == "mean":
                 pooled = pooled / lengths.clamp(min=1).unsqueeze(1).to(pooled.dtype)
@@ -330,6 +331,9 @@ class SelfAttentionTower(_HistoryTower):
         >>> tower(features).shape, tower.sequence_output(features).shape
         (torch.Size([2, 4]), torch.Size([2, 3, 4]))
     """
+
+    #: Tables read through ``weight`` (not looked up): kept dense under sparse embeddings.
+    dense_embeddings = ("position_embedding",)
 
     def __init__(
         self,
