@@ -1,10 +1,16 @@
 import numpy as np
 import pytest
 import torch
-
 from lit_matching.data.item_sets import ItemSets
 from lit_matching.losses.similarity import get_similarity
-from lit_matching.retrieval.search import build_index, search_top_k
+import faiss
+
+from lit_matching.retrieval.search import (
+    _blas_min_queries,
+    _query_batches,
+    build_index,
+    search_top_k,
+)
 
 
 def brute_force_top_k(scores: np.ndarray, exclude: list[set[int]], k: int) -> np.ndarray:
@@ -62,3 +68,31 @@ def test_search_without_queries_returns_empty_results(shape):
         items, scores = search_top_k(index, np.zeros(shape, np.float32), 2, seen)
         assert items.shape == scores.shape == (0, 2)
         assert (items.dtype, scores.dtype) == (np.int64, np.float32)
+
+
+def test_query_batches_cover_every_query_and_keep_the_last_batch_large():
+    # Gowalla's 29,858 users in batches of 4,096: the 1,186-query remainder would fall below
+    # FAISS's matrix-product threshold (2,000 queries at d = 64), so it takes 814 more.
+    batches = _query_batches(np.arange(29_858), 4096, 2000)
+    assert np.concatenate(batches).tolist() == list(range(29_858))
+    assert [len(b) for b in batches] == [4096] * 6 + [3282, 2000]
+    sizes = {
+        (10, 4, 3): [4, 3, 3],
+        (10, 4, 9): [4, 2, 4],  # never more than batch_size
+        (8, 4, 9): [4, 4],
+        (3, 4, 9): [3],
+        (0, 4, 9): [],
+    }
+    for (n, batch_size, min_rows), expected in sizes.items():
+        got = _query_batches(np.arange(n), batch_size, min_rows)
+        assert [len(b) for b in got] == expected
+        assert np.concatenate([np.zeros(0, int), *got]).tolist() == list(range(n))
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+        _query_batches(np.arange(3), 0, 1)
+
+
+def test_blas_min_queries_is_the_threshold_of_faiss():
+    threshold = faiss.cvar.distance_compute_blas_threshold
+    for dim in (8, 64, 100):
+        n = _blas_min_queries(dim)
+        assert n * dim >= threshold and (n == 1 or (n - 1) * dim < threshold)
