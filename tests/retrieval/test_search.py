@@ -1,10 +1,10 @@
+import faiss
 import numpy as np
 import pytest
 import torch
+
 from lit_matching.data.item_sets import ItemSets
 from lit_matching.losses.similarity import get_similarity
-import faiss
-
 from lit_matching.retrieval.search import (
     _blas_min_queries,
     _query_batches,
@@ -96,3 +96,36 @@ def test_blas_min_queries_is_the_threshold_of_faiss():
     for dim in (8, 64, 100):
         n = _blas_min_queries(dim)
         assert n * dim >= threshold and (n == 1 or (n - 1) * dim < threshold)
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_second_pass_completes_users_whose_seen_items_fill_the_first_pass(metric, monkeypatch):
+    # Trained embeddings rank a user's seen items high: with a first pass only k + 5 wide,
+    # users with more seen items among their best lose too many results and must be searched
+    # again, k + seen wide. The result must still equal brute force.
+    import lit_matching.retrieval.search as search
+
+    rng = np.random.default_rng(3)
+    users = rng.normal(size=(60, 6)).astype(np.float32)
+    items = rng.normal(size=(90, 6)).astype(np.float32)
+    scores = users @ items.T if metric == "ip" else -((users[:, None] - items) ** 2).sum(-1)
+    # Each user has seen its best 0..40 items and a few random ones.
+    exclude = [
+        set(np.argsort(-row)[: rng.integers(0, 41)]) | set(rng.choice(90, 3)) for row in scores
+    ]
+    rows = np.concatenate([[u] * len(e) for u, e in enumerate(exclude)]).astype(int)
+    cols = np.concatenate([sorted(e) for e in exclude]).astype(int)
+    seen = ItemSets.from_pairs(rows, cols, 60, 90)
+    spares = []
+
+    def spy(*args, **kwargs):
+        spares.append((args[4], len(args[2])))
+        return real(*args, **kwargs)
+
+    real = search._search_rows
+    monkeypatch.setattr(search, "_FIRST_PASS_SPARE", 0)  # spare = k = 5
+    monkeypatch.setattr(search, "_search_rows", spy)
+    found, _ = search_top_k(build_index(items, metric), users, 5, seen, batch_size=16)
+    np.testing.assert_array_equal(found, brute_force_top_k(scores, exclude, 5))
+    (first, all_rows), (second, again) = spares
+    assert (first, all_rows, second) == (5, 60, None) and 0 < again < 60
