@@ -131,8 +131,10 @@ def search_top_k(
     """Top ``k`` items per query, best first, never one of the query's excluded items.
 
     Each batch of queries searches ``k`` plus the largest number of excluded items in the batch
-    (queries are batched in order of that number), so the result is exact however many items a
-    user has seen. Scores are "higher = closer": FAISS L2 distances are negated.
+    (queries are batched in order of that number), at most 100 more (``_FIRST_PASS_SPARE``); the
+    few queries that lost more than that to excluded items are searched again, ``k`` plus all
+    their excluded items wide, so the result is exact however many items a user has seen.
+    Scores are "higher = closer": FAISS L2 distances are negated.
 
     Multi-interest queries ``(U, K, d)`` search each interest and merge the results per user
     with :func:`merge_interests`: the exact top ``k`` under "an item's score is its best
@@ -144,7 +146,8 @@ def search_top_k(
             prepared like the index's vectors.
         k: Results per query.
         exclude: Row ``i`` lists items never returned for query ``i``.
-        batch_size: Queries per FAISS call.
+        batch_size: Queries per FAISS call (at most; the heaviest batch takes enough of its
+            neighbour's queries to stay on FAISS's matrix-product path, 2,000 at d = 64).
         progress: Called with the number of query vectors of each batch once it is searched
             (``U * K`` in all for multi-interest queries), e.g. a progress bar's ``update``.
 
@@ -179,6 +182,11 @@ def search_top_k(
     )
 
 
+#: A first pass asks FAISS for at most this many results beyond ``k`` for excluded items (or
+#: ``k`` if larger); only queries that lost more than that to exclusion are searched again.
+_FIRST_PASS_SPARE = 100
+
+
 def _search_vectors(
     index: faiss.Index,
     queries: np.ndarray,
@@ -187,28 +195,95 @@ def _search_vectors(
     batch_size: int,
     progress: Callable[[int], None] | None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`search_top_k` for ``(U, d)`` float32 queries, batch by batch."""
-    sign = -1.0 if index.metric_type == faiss.METRIC_L2 else 1.0
+    """:func:`search_top_k` for ``(U, d)`` float32 queries, batch by batch, in two passes.
+
+    A heavy user (hundreds of seen items) would make its batch search hundreds of results
+    wide, though most of its seen items rank far below its top ``k``. So the first pass
+    searches ``k + min(seen, spare)`` results; a query whose result still holds ``k`` unseen
+    items (or every item it could hold) is exact, and only the others are searched again,
+    ``k + seen`` wide.
+    """
     items = np.full((len(queries), k), -1, dtype=np.int64)
     scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
     counts = exclude.counts() if exclude is not None else np.zeros(len(queries), dtype=np.int64)
+    out = (items, scores)
+    spare = max(k, _FIRST_PASS_SPARE)
+    everyone = np.arange(len(queries))
+    passes = (exclude, batch_size, out)
+    again = _search_rows(index, queries, everyone, k, spare, counts, *passes, progress)
+    if len(again):  # already counted by progress
+        _search_rows(index, queries, again, k, None, counts, *passes, None)
+    return items, scores
+
+
+def _search_rows(
+    index: faiss.Index,
+    queries: np.ndarray,
+    rows: np.ndarray,
+    k: int,
+    spare: int | None,
+    counts: np.ndarray,
+    exclude: ItemSets | None,
+    batch_size: int,
+    out: tuple[np.ndarray, np.ndarray],
+    progress: Callable[[int], None] | None,
+) -> np.ndarray:
+    """Search ``queries[rows]`` into ``out``; the rows whose result may lack an unseen item.
+
+    Each batch asks FAISS for ``k`` plus its largest count of excluded items, at most
+    ``spare`` more (``None``: no limit, every result is then complete).
+    """
+    sign = -1.0 if index.metric_type == faiss.METRIC_L2 else 1.0
     # Queries in order of their number of excluded items: each batch then asks FAISS for
     # k + its own largest count, not k + the largest count of all (a heavy user would
     # otherwise widen every batch's search). Results are per query, so order cannot change them.
-    by_count = np.argsort(counts, kind="stable")
-    for start in range(0, len(queries), batch_size):
-        rows = by_count[start : start + batch_size]
-        width = min(index.ntotal, k + int(counts[rows].max()))
-        distances, found = index.search(queries[rows], width)
+    by_count = rows[np.argsort(counts[rows], kind="stable")]
+    incomplete = []
+    for batch in _query_batches(by_count, batch_size, _blas_min_queries(queries.shape[1])):
+        extra = int(counts[batch].max()) if spare is None else min(spare, counts[batch].max())
+        width = min(index.ntotal, k + int(extra))
+        distances, found = index.search(queries[batch], width)
         found_scores = sign * distances
         if exclude is not None:
-            found, found_scores = _drop_excluded(found, found_scores, exclude, rows)
+            found, found_scores = _drop_excluded(found, found_scores, exclude, batch)
+        # Complete: k unseen items found, or the search was wide enough for every exclusion.
+        complete = (found >= 0).sum(1) >= k
+        complete |= width >= np.minimum(index.ntotal, k + counts[batch])
+        incomplete.append(batch[~complete])
         width = min(width, k)
-        items[rows, :width] = found[:, :width]
-        scores[rows, :width] = found_scores[:, :width]
+        out[0][batch, :width] = found[:, :width]
+        out[1][batch, :width] = found_scores[:, :width]
         if progress is not None:
-            progress(len(rows))
-    return items, scores
+            progress(len(batch))
+    return np.concatenate([np.zeros(0, dtype=np.int64), *incomplete])
+
+
+def _blas_min_queries(dim: int) -> int:
+    """The fewest ``dim``-dimensional queries per call that FAISS's exact search sends to BLAS.
+
+    FAISS computes a call's scores with one matrix product per tile only when
+    ``queries * dim >= distance_compute_blas_threshold`` (128,000 in faiss 1.15: 2,000 queries
+    at d = 64); smaller calls score query by query, about 4x slower per query on a CPU.
+    """
+    threshold = int(getattr(faiss.cvar, "distance_compute_blas_threshold", 0))
+    return max(1, -(-threshold // max(dim, 1)))
+
+
+def _query_batches(order: np.ndarray, batch_size: int, min_rows: int) -> list[np.ndarray]:
+    """``order`` cut into consecutive batches of at most ``batch_size`` rows.
+
+    The last batch (in :func:`search_top_k` the heaviest users', searched widest) gets at least
+    ``min(min_rows, batch_size)`` rows, taken from the batch before it, so that a small
+    remainder does not fall off FAISS's matrix-product path (see :func:`_blas_min_queries`).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if len(order) == 0:
+        return []
+    cuts = list(range(batch_size, len(order), batch_size))
+    if cuts:
+        cuts[-1] = min(cuts[-1], len(order) - min(min_rows, batch_size))
+    return np.split(order, cuts)
 
 
 def _drop_excluded(
