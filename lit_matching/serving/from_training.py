@@ -65,7 +65,7 @@ def retriever_from_module(
     )
     users, items = encode_catalogue(module, user_features, num_items, batch_size=batch_size)
     seen = datamodule.train_items.union(datamodule.val_items).union(datamodule.test_items)
-    user_tower, item_tower = serving_towers(module, datamodule) if towers else (None, None)
+    served = serving_towers(module, datamodule, user_features) if towers else (None, None)
     return Retriever(
         users,
         items,
@@ -77,8 +77,8 @@ def retriever_from_module(
         search_params=search_params,
         default_k=default_k,
         use_gpu=use_gpu,
-        user_tower=user_tower,
-        item_tower=item_tower,
+        user_tower=served[0],
+        item_tower=served[1],
         popularity=np.asarray(datamodule.item_counts, dtype=np.float64) if towers else None,
     )
 

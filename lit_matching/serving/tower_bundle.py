@@ -43,24 +43,32 @@ class _Prepared(nn.Module):
         return self.prepare(self.tower(features))
 
 
-def serving_towers(module: Any, datamodule: Any) -> tuple[ServingTower, ServingTower | None]:
+def serving_towers(
+    module: Any, datamodule: Any, user_features: Mapping[str, Tensor]
+) -> tuple[ServingTower, ServingTower | None]:
     """The servable user tower, and item tower if it reads side features, of a trained model.
 
     Args:
         module: The trained :class:`~lit_matching.modes.base.MatchingModule` (its
             ``user_tower``, ``item_tower`` and ``similarity``).
         datamodule: The :class:`~lit_matching.data.datamodule.MatchingDataModule` it was
-            trained on (histories, side-feature specs, sizes).
+            trained on (side-feature specs, sizes).
+        user_features: Every user's inputs as the export encodes them (``ids``, and with a
+            history ``history`` / ``history_length``: the latest one), stored for serving.
 
     Returns:
         ``(user, item)``; ``item`` is ``None`` for an item tower without side features.
     """
     prepare = module.similarity.prepare
-    history = datamodule.history_length > 0
-    users = _side_tower(module.user_tower, prepare, datamodule, "user", history)
+    histories = {
+        name: user_features[name].numpy()
+        for name in (HISTORY, HISTORY_LENGTH)
+        if name in user_features
+    }
+    users = _side_tower(module.user_tower, prepare, datamodule, "user", histories)
     item_encoder = _feature_encoder(module.item_tower)
     items = (
-        _side_tower(module.item_tower, prepare, datamodule, "item", False)
+        _side_tower(module.item_tower, prepare, datamodule, "item", {})
         if item_encoder is not None
         else None
     )
@@ -82,15 +90,13 @@ def _side_tower(
     prepare: Callable[[Tensor], Tensor],
     datamodule: Any,
     side: str,
-    uses_history: bool,
+    histories: Mapping[str, np.ndarray],
 ) -> ServingTower:
-    """Export one side's tower and gather its spec and stored inputs."""
+    """Export one side's tower and gather its spec and stored inputs (``histories``, if any)."""
     num_items = datamodule.num_items
     num_rows = datamodule.num_users if side == "user" else num_items
-    stored: dict[str, np.ndarray] = {}
-    if uses_history:
-        features = datamodule.user_features("serve", np.arange(num_rows))
-        stored |= {name: features[name].numpy() for name in (HISTORY, HISTORY_LENGTH)}
+    uses_history = bool(histories)
+    stored: dict[str, np.ndarray] = dict(histories)
     encoder = _feature_encoder(tower)
     codecs: tuple[FeatureCodec, ...] = ()
     if encoder is not None:
