@@ -47,6 +47,8 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from lit_matching.utils.errors import error_message
+
 if TYPE_CHECKING:  # imported on first use (below): `serve` loads neither torch nor Lightning
     from lit_matching.cli.commands import configs_command, export_command, recommend_command
     from lit_matching.cli.configs import config_description, packaged_config, packaged_configs
@@ -136,13 +138,6 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 _TRACEBACK_VARIABLE = "LIT_MATCHING_TRACEBACK"
 
 
-def _message(error: BaseException) -> str:
-    """An exception's message (``KeyError`` quotes its argument: not here)."""
-    if isinstance(error, KeyError) and len(error.args) == 1:
-        return str(error.args[0])
-    return str(error) or type(error).__name__
-
-
 def _run_command(argv: Sequence[str]) -> None:
     if argv and argv[0] in _EXTRA_COMMANDS:
         command: Callable[[Sequence[str]], None] = _public(_EXTRA_COMMANDS[argv[0]])
@@ -173,7 +168,7 @@ def main() -> None:
         rank = os.environ.get("LOCAL_RANK", "0")
         where = f" (rank {rank})" if rank != "0" else ""
         print(
-            f"lit-matching: error{where}: {_message(error)}\n"
+            f"lit-matching: error{where}: {error_message(error)}\n"
             f"({_TRACEBACK_VARIABLE}=1 shows the traceback)",
             file=sys.stderr,
         )

@@ -46,6 +46,7 @@ from lit_matching._version import __version__
 from lit_matching.serving.batching import Batcher
 from lit_matching.serving.requests import UserRequest
 from lit_matching.serving.retriever import Retriever
+from lit_matching.utils.errors import error_message
 
 __all__ = ["create_app", "serve"]
 
@@ -128,17 +129,10 @@ def _error(status: int, message: str, **extra: Any) -> Response:
     return _json({"detail": message, **extra}, status)
 
 
-def _error_message(error: BaseException) -> str:
-    """A request error's message (``KeyError`` quotes its argument: not here)."""
-    if isinstance(error, KeyError) and len(error.args) == 1:
-        return str(error.args[0])
-    return str(error) or type(error).__name__
-
-
 def error_response(error: BaseException) -> Response:
     """400 for what the request got wrong (``ValueError``, ``KeyError``), 500 otherwise."""
     if isinstance(error, ValueError | KeyError):
-        return _error(400, _error_message(error))
+        return _error(400, error_message(error))
     _log.error("request failed", exc_info=error)
     return _error(500, f"internal error: {type(error).__name__}: {error}")
 

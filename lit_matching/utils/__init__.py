@@ -1,1 +1,1 @@
-"""Process-level helpers: progress bars and the CPU allocator setting."""
+"""Process-level helpers: progress bars, the CPU allocator setting, error messages."""
