@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["category_codes", "is_missing", "sorted_values", "split_values"]
+__all__ = ["category_codes", "is_missing", "padded_codes", "sorted_values", "split_values"]
 
 
 def sorted_values(values: Iterable[Any]) -> tuple[Any, ...]:
@@ -40,6 +40,25 @@ def category_codes(categories: Sequence[Any], values: Sequence[Any]) -> np.ndarr
     """
     index = pd.Index(list(categories), dtype=object).get_indexer(pd.Index(values, dtype=object))
     return (index + 1).astype(np.int64)
+
+
+def padded_codes(
+    categories: Sequence[Any], lists: Sequence[Sequence[Any]], width: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Codes of each list's values, right-padded with ``0`` to ``width``, and the lengths.
+
+    Each list must hold at most ``width`` values (cut them first).
+
+    Example:
+        >>> codes, lengths = padded_codes(("a", "b"), [["b", "x"], []], 3)
+        >>> codes.tolist(), lengths.tolist()
+        ([[2, 0, 0], [0, 0, 0]], [2, 0])
+    """
+    codes = np.zeros((len(lists), width), dtype=np.int64)
+    for row, row_values in enumerate(lists):
+        if row_values:
+            codes[row, : len(row_values)] = category_codes(categories, row_values)
+    return codes, np.array([len(values) for values in lists], dtype=np.int64)
 
 
 def split_values(value: Any, sep: str | None) -> list[Any]:

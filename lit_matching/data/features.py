@@ -40,7 +40,12 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 
-from lit_matching.data.feature_values import category_codes, sorted_values, split_values
+from lit_matching.data.feature_values import (
+    category_codes,
+    padded_codes,
+    sorted_values,
+    split_values,
+)
 from lit_matching.data.interactions import IdVocabulary
 
 __all__ = [
@@ -363,12 +368,7 @@ def _encode_multi(spec: MultiCategorical, values: pd.Series) -> MultiCategorical
     if spec.max_length is not None:
         lists = [values[: spec.max_length] for values in lists]
     categories = sorted_values({v for values in lists for v in values})
-    width = max([1, *map(len, lists)])
-    codes = np.zeros((len(lists), width), dtype=np.int64)
-    for row, row_values in enumerate(lists):
-        if row_values:
-            codes[row, : len(row_values)] = category_codes(categories, row_values)
-    lengths = np.array([len(values) for values in lists], dtype=np.int64)
+    codes, lengths = padded_codes(categories, lists, width=max([1, *map(len, lists)]))
     return MultiCategoricalColumn(
         codes=torch.from_numpy(codes), lengths=torch.from_numpy(lengths), categories=categories
     )

@@ -16,7 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from lit_matching.data.feature_values import category_codes, is_missing, split_values
+from lit_matching.data.feature_values import (
+    category_codes,
+    is_missing,
+    padded_codes,
+    split_values,
+)
 from lit_matching.data.interactions import id_kind
 
 __all__ = ["FEATURE_PREFIX", "FeatureCodec"]
@@ -84,11 +89,7 @@ class FeatureCodec:
             codes[[value is None for value in known]] = 0
             return (codes,)
         lists = [split_values(value, self.sep)[: self.width] for value in values]
-        codes = np.zeros((len(lists), self.width), dtype=np.int64)
-        for row, row_values in enumerate(lists):
-            if row_values:
-                codes[row, : len(row_values)] = category_codes(self.categories, row_values)
-        return codes, np.array([len(row) for row in lists], dtype=np.int64)
+        return padded_codes(self.categories, lists, self.width)
 
     def _number(self, value: Any) -> float:
         if is_missing(value):
