@@ -23,6 +23,7 @@ from lit_matching.data.feature_values import is_missing
 from lit_matching.data.interactions import id_kind
 from lit_matching.data.item_sets import ItemSets
 from lit_matching.retrieval.search import build_index
+from lit_matching.serving.raw_ids import unique_ids
 
 if TYPE_CHECKING:
     from lit_matching.serving.retriever import Retriever
@@ -96,9 +97,7 @@ def _raw_ids(frame: pd.DataFrame, id_col: str) -> list[Any]:
     for row, value in enumerate(raw_ids):
         if id_kind(value) is None:
             raise ValueError(f"item {row}: {id_col} {value!r} is not a string or finite number")
-    repeated = pd.Index(raw_ids)[pd.Index(raw_ids).duplicated()].unique().tolist()
-    if repeated:
-        raise ValueError(f"item ids must be unique; repeated: {repeated[:5]}")
+    unique_ids(raw_ids, "item")  # raises naming the repeated ones
     return raw_ids
 
 
