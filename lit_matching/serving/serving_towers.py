@@ -10,6 +10,7 @@ features), which fill whatever a request does not give.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -102,7 +103,6 @@ class ServingTower:
         self.spec = spec
         self.model = model
         self.stored = dict(stored)
-        self.threads = threads
         self.runner = OnnxTower(model, threads=threads)
         missing = [
             name for name in self.runner.input_names if name != "ids" and name not in self.stored
@@ -164,7 +164,10 @@ class ServingTower:
             new[: len(array)] = array
             new[rows] = inputs[name]
             stored[name] = new
-        return ServingTower(self.spec, self.model, stored, self.threads)
+        # The same graph: its onnxruntime session is shared, not loaded again.
+        tower = copy.copy(self)
+        tower.stored = stored
+        return tower
 
     def check_features(self, given: Mapping[str, Any]) -> None:
         """Raise naming any of ``given``'s features that the tower does not read."""
