@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 
 import _serving_http  # the http subcommand (this script's folder is on sys.path)
 import numpy as np
+from bench_data import cpu_model  # this script's folder is on sys.path
 
 if TYPE_CHECKING:
     from lit_matching.serving.retriever import Retriever
@@ -50,17 +51,6 @@ SPEED_UP_GOAL = 5.0
 
 
 # ---------------------------------------------------------------------------- shared helpers
-def cpu_model() -> str:
-    """The CPU model name (from /proc/cpuinfo on Linux), else what platform knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def set_threads(threads: int) -> None:
     """FAISS's OpenMP threads (the search); torch, if a subcommand imported it, too."""
     import faiss
