@@ -8,8 +8,9 @@ built by :mod:`lit_matching.data.tuples` in the mode contract of
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -20,10 +21,10 @@ from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
 from lit_matching.data.arguments import check_arguments, side_features
 from lit_matching.data.batches import MODES, ArrayBatchSampler, BatchBuilder, batch_loader
-from lit_matching.data.features import FeatureSpec, FeatureTable
-from lit_matching.data.interactions import IdVocabulary
-from lit_matching.data.item_sets import EvalSet, ItemSets
+from lit_matching.data.features import FeatureSpec
 from lit_matching.data.pipeline import AUTO_TIME, DataPipeline, PreparedData
+from lit_matching.data.prepare import is_prepared
+from lit_matching.data.prepared_views import PreparedDataViews
 from lit_matching.data.resume import (
     EpochBatchSampler,
     EpochCounter,
@@ -32,7 +33,7 @@ from lit_matching.data.resume import (
     restore_checkpoint_state,
 )
 from lit_matching.data.sampling import negative_sampler
-from lit_matching.data.splits import Split
+from lit_matching.data.shards import PREPARED_ARGUMENTS, PreparedShards, ShardBatches, shard_loader
 from lit_matching.data.tuples import HistoryLookup, InteractionTuples, UserBatches, stage_tuples
 from lit_matching.utils.progress import progress_enabled, progress_steps
 
@@ -44,7 +45,7 @@ __all__ = ["MatchingDataModule"]
 Interactions = Any
 
 
-class MatchingDataModule(LightningDataModule):
+class MatchingDataModule(PreparedDataViews, LightningDataModule):
     """Interaction log -> cleaning -> contiguous ids -> split -> training tuples of one mode.
 
     **Input** (``interactions``): a DataFrame; a file (``.csv``, ``.tsv``, ``.parquet``,
@@ -169,7 +170,7 @@ class MatchingDataModule(LightningDataModule):
         (torch.Size([2, 3]), torch.Size([2]))
     """
 
-    _data: PreparedData | None = None  # the pipeline's result, on first use
+    _data: PreparedData | PreparedShards | None = None  # the prepared data, on first use
 
     def __init__(
         self,
@@ -238,8 +239,10 @@ class MatchingDataModule(LightningDataModule):
         """The mode's batch builder (see :data:`~lit_matching.data.batches.MODES`)."""
         return MODES[self.mode][0]
 
-    def _prepare(self) -> PreparedData:
+    def _prepare(self) -> PreparedData | PreparedShards:
         """The prepared data, from the pipeline on first use (with a progress bar)."""
+        if self._data is None and is_prepared(self.interactions):
+            self._data = self._open_prepared()
         if self._data is None:
             # The pipeline's fields are the DataModule's attributes of the same names.
             pipeline = DataPipeline(**{f.name: getattr(self, f.name) for f in fields(DataPipeline)})
@@ -248,65 +251,19 @@ class MatchingDataModule(LightningDataModule):
                 self._data = pipeline.run(step)
         return self._data
 
-    @property
-    def user_vocab(self) -> IdVocabulary:
-        """Raw user id of each user index."""
-        return self._prepare().user_vocab
-
-    @property
-    def item_vocab(self) -> IdVocabulary:
-        """Raw item id of each item index."""
-        return self._prepare().item_vocab
-
-    @property
-    def train_items(self) -> ItemSets:
-        """Each user's training items."""
-        return self._prepare().train_items
-
-    @property
-    def val_items(self) -> ItemSets:
-        """Each user's validation items."""
-        return self._prepare().val_items
-
-    @property
-    def test_items(self) -> ItemSets:
-        """Each user's test items."""
-        return self._prepare().test_items
-
-    @property
-    def item_log_q(self) -> np.ndarray:
-        """Log-probability of each item being a training batch's positive (``-inf``: none)."""
-        return self._prepare().item_log_q
-
-    @property
-    def user_feature_table(self) -> FeatureTable | None:
-        """Encoded user side features, row ``i`` for user index ``i`` (``None`` without)."""
-        return self._prepare().feature_tables["user"]
-
-    @property
-    def item_feature_table(self) -> FeatureTable | None:
-        """Encoded item side features, row ``i`` for item index ``i`` (``None`` without)."""
-        return self._prepare().feature_tables["item"]
-
-    @property
-    def splits(self) -> Split:
-        """The indexed train / val / test interactions (columns ``user``, ``item``, ``time``)."""
-        return self._prepare().splits
-
-    @property
-    def item_counts(self) -> np.ndarray:
-        """Training interactions of each item index (what the popularity sampler counts)."""
-        return self._prepare().item_counts
-
-    @property
-    def num_users(self) -> int:
-        """Number of distinct users (size of the user vocabulary)."""
-        return len(self.user_vocab)
-
-    @property
-    def num_items(self) -> int:
-        """Number of distinct items (size of the item vocabulary); also the history pad."""
-        return len(self.item_vocab)
+    def _open_prepared(self) -> PreparedShards:
+        """The folder ``lit-matching prepare`` wrote, with this DataModule's feature tables."""
+        defaults = inspect.signature(MatchingDataModule.__init__).parameters
+        changed = [
+            name
+            for name in PREPARED_ARGUMENTS
+            if getattr(self, name) != defaults[name].default and getattr(self, name) != {}
+        ]
+        shards = PreparedShards.open(self.interactions, changed, self.history_length)
+        pipeline = DataPipeline(interactions=None, side_features=self.side_features)
+        vocabs = {"user": shards.user_vocab, "item": shards.item_vocab}
+        tables = {side: pipeline.feature_table(side, vocabs[side]) for side in vocabs}
+        return replace(shards, feature_tables=tables)
 
     def tower_arguments(self, side: str) -> dict[str, Any]:
         """Vocabulary sizes a tower of ``side`` (``"user"`` or ``"item"``) may need, by name.
@@ -330,14 +287,6 @@ class MatchingDataModule(LightningDataModule):
             | ({"table": table} if table is not None else {})
         )
 
-    def eval_set(self, stage: str) -> EvalSet:
-        """Users, targets and excluded items for retrieval evaluation of ``"val"`` or ``"test"``.
-
-        Validation excludes each user's training items; test excludes training and validation
-        items.
-        """
-        return self._prepare().eval_set(stage)
-
     def user_features(self, stage: str, users: np.ndarray) -> dict[str, Tensor]:
         """Features of ``users`` to encode them at ``stage``: ``"val"``, ``"test"`` or ``"serve"``.
 
@@ -355,8 +304,12 @@ class MatchingDataModule(LightningDataModule):
         users = np.asarray(users, dtype=np.int64)
         features = {"ids": torch.from_numpy(users)}
         if self.history_length:
-            lookup = HistoryLookup.latest(
-                data.history_source(stage), users, self.history_length, pad=self.num_items
+            lookup = (
+                data.latest_history(stage, users, self.history_length)
+                if isinstance(data, PreparedShards)
+                else HistoryLookup.latest(
+                    data.history_source(stage), users, self.history_length, pad=self.num_items
+                )
             )
             history, lengths = lookup.gather(np.arange(len(users)))
             features |= {
@@ -370,12 +323,17 @@ class MatchingDataModule(LightningDataModule):
         """Load, clean, index and split the log (once); build the samplers."""
         self._prepare()
         self._rank = self.trainer.global_rank if self.trainer is not None else 0
+        self._world_size = getattr(self.trainer, "world_size", 1)
         self._train_sampler = negative_sampler(
             self.negative_sampler, self.item_counts, self.train_items, self.popularity_alpha
         )
 
     def _tuples(self, stage: str) -> InteractionTuples:
         data = self._prepare()
+        if isinstance(data, PreparedShards):
+            return data.held_out_tuples(
+                stage, self.build_batch, self.num_negatives, self.history_length, self.seed
+            )
         return stage_tuples(
             data,
             stage,
@@ -386,19 +344,21 @@ class MatchingDataModule(LightningDataModule):
             seed=[self.seed, self._rank],
         )
 
+    def _pin_memory(self) -> bool:
+        return type(getattr(self.trainer, "accelerator", None)).__name__ == "CUDAAccelerator"
+
     def _loader(
         self,
         dataset: InteractionTuples | UserBatches,
         batches: ArrayBatchSampler,
         loader_class: type[DataLoader] = DataLoader,
     ) -> DataLoader:
-        accelerator = type(getattr(self.trainer, "accelerator", None)).__name__
         return batch_loader(
             dataset,
             batches,
             num_workers=self.num_workers,
             seed=self.seed,
-            pin_memory=accelerator == "CUDAAccelerator",
+            pin_memory=self._pin_memory(),
             loader_class=loader_class,
         )
 
@@ -408,6 +368,26 @@ class MatchingDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training tuples with fresh negatives per batch, resumable mid-epoch."""
+        data = self._prepare()
+        if isinstance(data, PreparedShards):
+            stream = ShardBatches(
+                data,
+                batch_size=self.batch_size,
+                sampler=self._train_sampler,
+                num_negatives=self.num_negatives,
+                build=self.build_batch,
+                seed=self.seed,
+                rank=self._rank,
+                world_size=self._world_size,
+                history_length=self.history_length,
+            )
+            return shard_loader(
+                stream,
+                self._epoch_counter,
+                num_workers=self.num_workers,
+                seed=self.seed,
+                pin_memory=self._pin_memory(),
+            )
         dataset = self._tuples("train")
         batches = EpochBatchSampler(
             RandomSampler(dataset), self.batch_size, False, self._epoch_counter, seed=self.seed

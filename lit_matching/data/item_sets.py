@@ -80,6 +80,10 @@ class ItemSets:
         """The row of every stored item, aligned with :attr:`indices`."""
         return np.repeat(np.arange(self.num_rows), self.counts())
 
+    def row_sums(self, weights: np.ndarray) -> np.ndarray:
+        """``sum(weights[item] for item in row r)`` for every row."""
+        return np.bincount(self.row_ids(), weights=weights[self.indices], minlength=self.num_rows)
+
     def keys(self) -> np.ndarray:
         """Sorted ``row * num_items + item`` keys of all stored pairs."""
         return self.row_ids() * self.num_items + self.indices

@@ -166,7 +166,7 @@ class DataPipeline:
             int((item_counts[part.item.to_numpy()] == 0).sum()) for part in (split.val, split.test)
         ]
         vocabs = {"user": data.users, "item": data.items}
-        tables = {side: self._feature_table(side, vocabs[side], step) for side in vocabs}
+        tables = {side: self.feature_table(side, vocabs[side], step) for side in vocabs}
         rank_zero_info(
             f"lit_matching: {shape[0]} users, {shape[1]} items; "
             f"{len(split.train)} train / {len(split.val)} val / {len(split.test)} test "
@@ -330,9 +330,10 @@ class DataPipeline:
         return data, split, f"{self.split} split" + (f" {options}" if options else "")
 
     # ------------------------------------------------------------------ side features
-    def _feature_table(
-        self, side: str, vocab: IdVocabulary, step: Callable[[str], None]
+    def feature_table(
+        self, side: str, vocab: IdVocabulary, step: Callable[[str], None] = lambda name: None
     ) -> FeatureTable | None:
+        """The encoded side features of ``side`` (``"user"`` / ``"item"``) for ``vocab``."""
         source, specs, id_col = self._sides().get(side, (None, (), ""))
         if source is None:
             return None

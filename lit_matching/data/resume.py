@@ -64,6 +64,12 @@ class EpochCounter:
     started: int = 0
     resume: tuple[int, int] | None = None
 
+    def begin(self) -> tuple[int, int]:
+        """Start the next epoch: ``(epoch, first batch)``, the resumed one if one is set."""
+        epoch, skip = (self.started, 0) if self.resume is None else self.resume
+        self.started, self.resume = epoch + 1, None
+        return epoch, skip
+
 
 class EpochBatchSampler(ArrayBatchSampler):
     """Training batches that are a function of ``(seed, epoch, batch number)`` alone.
@@ -103,9 +109,7 @@ class EpochBatchSampler(ArrayBatchSampler):
 
     def __iter__(self) -> Iterator[BatchIndex]:  # type: ignore[override]
         """The batches of the next epoch, or of the epoch to resume from its batch on."""
-        counter = self.counter
-        epoch, skip = (counter.started, 0) if counter.resume is None else counter.resume
-        counter.started, counter.resume = epoch + 1, None
+        epoch, skip = self.counter.begin()
         order = self._order(epoch)
         size = self.batch_size
         stop = len(order) - len(order) % size if self.drop_last else len(order)

@@ -12,6 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 from lit_matching.data.item_sets import ItemSets
+from lit_matching.data.stored_sets import StoredItemSets
+
+#: Items of each user, in memory or memory-mapped from prepared shards.
+Positives = ItemSets | StoredItemSets
 
 __all__ = [
     "NegativeSampler",
@@ -38,7 +42,7 @@ class NegativeSampler:
         ValueError: when a user's positives cover all of ``p``'s mass, so no negative exists.
     """
 
-    def __init__(self, probabilities: np.ndarray, positives: ItemSets, max_rounds: int = 20):
+    def __init__(self, probabilities: np.ndarray, positives: Positives, max_rounds: int = 20):
         p = np.asarray(probabilities, dtype=np.float64)
         if p.shape != (positives.num_items,) or (p < 0).any() or not p.sum() > 0:
             raise ValueError(
@@ -51,9 +55,7 @@ class NegativeSampler:
         self.max_rounds = max_rounds
         self._cdf = np.cumsum(self.p)
         # Mass of p left to each user once their positives are removed.
-        seen_mass = np.bincount(
-            positives.row_ids(), weights=self.p[positives.indices], minlength=positives.num_rows
-        )
+        seen_mass = positives.row_sums(self.p)
         self.free_mass = np.clip(1.0 - seen_mass, 0.0, 1.0)
         with np.errstate(divide="ignore"):
             self._log_p = np.log(self.p)
@@ -112,7 +114,7 @@ class UniformNegativeSampler(NegativeSampler):
         True
     """
 
-    def __init__(self, positives: ItemSets, max_rounds: int = 20):
+    def __init__(self, positives: Positives, max_rounds: int = 20):
         super().__init__(np.ones(positives.num_items), positives, max_rounds)
 
     def _draw(self, size: int | tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
@@ -143,7 +145,7 @@ class PopularityNegativeSampler(NegativeSampler):
     def __init__(
         self,
         item_counts: np.ndarray,
-        positives: ItemSets,
+        positives: Positives,
         alpha: float = 0.75,
         max_rounds: int = 20,
     ):
@@ -155,7 +157,7 @@ class PopularityNegativeSampler(NegativeSampler):
 
 
 def negative_sampler(
-    name: str, item_counts: np.ndarray, positives: ItemSets, alpha: float = 0.75
+    name: str, item_counts: np.ndarray, positives: Positives, alpha: float = 0.75
 ) -> NegativeSampler:
     """The sampler ``name`` (``"uniform"`` or ``"popularity"``, with ``count ** alpha``)."""
     if name == "popularity":

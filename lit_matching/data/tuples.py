@@ -24,8 +24,10 @@ from lit_matching.data.sampling import NegativeSampler
 __all__ = [
     "HistoryLookup",
     "InteractionTuples",
+    "RowHistories",
     "UserBatches",
     "stage_tuples",
+    "tuple_batch",
 ]
 
 
@@ -118,6 +120,54 @@ class HistoryLookup:
         return histories.astype(np.int64), (ends - starts).astype(np.int64)
 
 
+@dataclass(frozen=True)
+class RowHistories:
+    """Histories stored beside their rows (prepared shards): row ``r``'s is ``histories[r]``.
+
+    The same ``gather`` as :class:`HistoryLookup`; a stored history longer than ``length``
+    keeps its last ``length`` items (histories are left-padded with ``pad``).
+
+    Example:
+        >>> rows = RowHistories(np.array([[9, 9, 4], [9, 2, 3]]), length=2, pad=9)
+        >>> histories, lengths = rows.gather(np.array([1, 0]))
+        >>> histories.tolist(), lengths.tolist()
+        ([[2, 3], [9, 4]], [2, 1])
+    """
+
+    histories: np.ndarray
+    length: int
+    pad: int
+
+    def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(histories (B, length), lengths (B,))`` of the given rows."""
+        histories = np.asarray(self.histories[rows][:, -self.length :], dtype=np.int64)
+        return histories, (histories != self.pad).sum(axis=1)
+
+
+def tuple_batch(
+    build: BatchBuilder,
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    histories: tuple[np.ndarray, np.ndarray] | None,
+    item_log_q: np.ndarray | None,
+    sampler: NegativeSampler,
+) -> Batch:
+    """The mode's batch of ``rows = (users, positives, negatives, neg_log_q)``.
+
+    Adds ``history`` / ``history_length`` and, with ``item_log_q``, the in-batch
+    log-probabilities (see :class:`InteractionTuples`).
+    """
+    users, positives, negatives, log_q = rows
+    extras: dict[str, np.ndarray] = {}
+    if histories is not None:
+        extras["history"], extras["history_length"] = histories
+    if item_log_q is not None:
+        extras["pos_log_q"] = item_log_q[positives]
+        # The other source's probability of each item, for the mixture's log-Q.
+        extras["neg_batch_log_q"] = item_log_q[negatives]
+        extras["pos_sampler_log_q"] = sampler.item_log_p[positives].astype(np.float32)
+    return build(users, positives, negatives, log_q, extras)
+
+
 class InteractionTuples(Dataset[Batch]):
     """Positive ``(user, item)`` pairs, with negatives drawn per batch.
 
@@ -152,7 +202,7 @@ class InteractionTuples(Dataset[Batch]):
         build: BatchBuilder,
         seed: int | Sequence[int],
         resample: bool = True,
-        history: HistoryLookup | None = None,
+        history: HistoryLookup | RowHistories | None = None,
         item_log_q: np.ndarray | None = None,
     ):
         self.users = np.asarray(users, dtype=np.int64)
@@ -205,16 +255,14 @@ class InteractionTuples(Dataset[Batch]):
             negatives, log_q = self.sampler.sample(users, self.num_negatives, rng)
         else:
             negatives, log_q = (part[index] for part in self.fixed_negatives)
-        extras: dict[str, np.ndarray] = {}
-        if self.history is not None:
-            extras["history"], extras["history_length"] = self.history.gather(index)
-        if self.item_log_q is not None:
-            positives = self.items[index]
-            extras["pos_log_q"] = self.item_log_q[positives]
-            # The other source's probability of each item, for the mixture's log-Q.
-            extras["neg_batch_log_q"] = self.item_log_q[negatives]
-            extras["pos_sampler_log_q"] = self.sampler.item_log_p[positives].astype(np.float32)
-        return self.build(users, self.items[index], negatives, log_q, extras)
+        histories = None if self.history is None else self.history.gather(index)
+        return tuple_batch(
+            self.build,
+            (users, self.items[index], negatives, log_q),
+            histories,
+            self.item_log_q,
+            self.sampler,
+        )
 
     def __getitem__(self, index: int) -> Batch:
         return self.__getitems__([index])

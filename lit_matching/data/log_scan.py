@@ -1,0 +1,196 @@
+"""Reading an interaction log chunk by chunk (CSV, TSV or Parquet) through ``pyarrow.dataset``.
+
+What :func:`~lit_matching.data.prepare.prepare_shards` reads: never the whole log at once.
+Each chunk is checked as it comes (missing ids or times, id types), naming the column, the row
+(counted from 0 over the whole log) and the value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.dataset as ds
+
+__all__ = ["LogChunk", "LogScan"]
+
+_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv"}
+
+
+@dataclass(frozen=True)
+class LogChunk:
+    """Rows ``offset .. offset + len`` of the log: ids, times (or ``None``) and ratings."""
+
+    offset: int
+    users: np.ndarray
+    items: np.ndarray
+    times: np.ndarray | None
+    ratings: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+def _format_of(paths: Sequence[Path], file_format: str) -> str:
+    if file_format != "auto":
+        return file_format
+    kinds = {_FORMATS.get(path.suffix.lower()) for path in paths}
+    if len(kinds) != 1 or None in kinds:
+        names = ", ".join(sorted({path.suffix or path.name for path in paths}))
+        raise ValueError(
+            f"prepare reads .csv, .tsv or .parquet files of one kind, got {names}; "
+            "give file_format ('csv', 'tsv' or 'parquet') for other names"
+        )
+    kind = kinds.pop()
+    assert kind is not None
+    return kind
+
+
+def _files(source: str | Path | Sequence[str | Path]) -> list[Path]:
+    sources = [source] if isinstance(source, (str, Path)) else list(source)
+    paths: list[Path] = []
+    for item in map(Path, sources):
+        if item.is_dir():
+            found = sorted(p for p in item.iterdir() if p.suffix.lower() in _FORMATS)
+            if not found:
+                raise FileNotFoundError(f"{item}: no .csv, .tsv or .parquet file in this folder")
+            paths += found
+        elif item.exists():
+            paths.append(item)
+        else:
+            raise FileNotFoundError(f"interaction log {str(item)!r} does not exist")
+    return paths
+
+
+@dataclass(frozen=True)
+class LogScan:
+    """The columns of an interaction log to scan, checked once against its schema.
+
+    Example:
+        >>> import tempfile, pandas as pd
+        >>> path = Path(tempfile.mkdtemp()) / "log.csv"
+        >>> pd.DataFrame({"user_id": [1, 2, 1], "item_id": ["a", "b", "c"]}).to_csv(
+        ...     path, index=False)
+        >>> scan = LogScan.open(path, "user_id", "item_id", None, None, chunk_rows=2)
+        >>> [(chunk.offset, chunk.items.tolist()) for chunk in scan.chunks()]
+        [(0, ['a', 'b']), (2, ['c'])]
+    """
+
+    dataset: ds.Dataset
+    user_col: str
+    item_col: str
+    time_col: str | None
+    rating_col: str | None
+    chunk_rows: int = 1 << 20
+
+    @classmethod
+    def open(
+        cls,
+        source: str | Path | Sequence[str | Path],
+        user_col: str,
+        item_col: str,
+        time_col: str | None,
+        rating_col: str | None,
+        file_format: str = "auto",
+        chunk_rows: int = 1 << 20,
+    ) -> LogScan:
+        """The log in ``source`` (a file, a folder of files or a list of files).
+
+        Raises:
+            ValueError: naming a column the log does not have, and the ones it has.
+        """
+        paths = _files(source)
+        kind = _format_of(paths, file_format)
+        if kind == "parquet":
+            fmt: ds.FileFormat = ds.ParquetFileFormat()
+        else:
+            delimiter = "\t" if kind == "tsv" else ","
+            fmt = ds.CsvFileFormat(parse_options=pacsv.ParseOptions(delimiter=delimiter))
+        dataset = ds.dataset([str(p) for p in paths], format=fmt)
+        names = dataset.schema.names
+        for role, column in (("user", user_col), ("item", item_col), ("time", time_col)):
+            if column is not None and column not in names:
+                raise ValueError(
+                    f"{paths[0].name}: no {role} column {column!r}; the log has {names}"
+                )
+        if rating_col is not None and rating_col not in names:
+            raise ValueError(f"{paths[0].name}: no rating column {rating_col!r} (min_rating)")
+        return cls(dataset, user_col, item_col, time_col, rating_col, chunk_rows)
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns read, in the order user, item, time, rating."""
+        named = (self.user_col, self.item_col, self.time_col, self.rating_col)
+        return [column for column in named if column is not None]
+
+    def count_rows(self) -> int:
+        """Rows of the whole log (from file metadata where the format has it)."""
+        return int(self.dataset.count_rows())
+
+    def chunks(self) -> Iterator[LogChunk]:
+        """The log's rows in file order, ``chunk_rows`` at a time, each checked."""
+        offset = 0
+        # to_batches keeps the files' row order (ties in time fall back on it).
+        for batch in self.dataset.to_batches(columns=self.columns, batch_size=self.chunk_rows):
+            if batch.num_rows == 0:
+                continue
+            yield LogChunk(
+                offset=offset,
+                users=self._ids(batch, self.user_col, offset),
+                items=self._ids(batch, self.item_col, offset),
+                times=None if self.time_col is None else self._times(batch, offset),
+                ratings=None
+                if self.rating_col is None
+                else batch.column(self.rating_col).to_numpy(zero_copy_only=False),
+            )
+            offset += batch.num_rows
+
+    def _first_null(self, column: pa.Array, name: str, offset: int, what: str) -> None:
+        if column.null_count:
+            row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+            raise ValueError(f"column {name!r} has a missing {what} at row {offset + row}")
+
+    def _ids(self, batch: pa.RecordBatch, name: str, offset: int) -> np.ndarray:
+        column = batch.column(name)
+        self._first_null(column, name, offset, "id")
+        kind = column.type
+        if pa.types.is_dictionary(kind):
+            column, kind = column.cast(kind.value_type), kind.value_type
+        if pa.types.is_floating(kind):
+            bad = np.flatnonzero(~np.isfinite(column.to_numpy(zero_copy_only=False)))
+            if bad.size:
+                value = column[int(bad[0])].as_py()
+                raise ValueError(
+                    f"column {name!r} holds id {value!r} at row {offset + int(bad[0])}: ids "
+                    "must be strings or finite numbers"
+                )
+        elif not (pa.types.is_integer(kind) or pa.types.is_string(kind)):
+            if not pa.types.is_large_string(kind):
+                raise ValueError(
+                    f"column {name!r} holds ids of type {kind} (first at row {offset}): ids "
+                    "must be strings or finite numbers"
+                )
+        return column.to_numpy(zero_copy_only=False)
+
+    def _times(self, batch: pa.RecordBatch, offset: int) -> np.ndarray:
+        assert self.time_col is not None
+        column = batch.column(self.time_col)
+        self._first_null(column, self.time_col, offset, "time")
+        kind = column.type
+        if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
+            column = pc.cast(column, pa.timestamp("ns")) if pa.types.is_date(kind) else column
+        elif not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+            raise ValueError(
+                f"column {self.time_col!r} holds times of type {kind}: numbers, dates or "
+                "timestamps are needed"
+            )
+        values = column.to_numpy(zero_copy_only=False)
+        if values.dtype.kind == "f" and np.isnan(values).any():
+            row = int(np.flatnonzero(np.isnan(values))[0])
+            raise ValueError(f"column {self.time_col!r} has a missing time at row {offset + row}")
+        return values
