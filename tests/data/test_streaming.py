@@ -101,7 +101,10 @@ def epoch_rows(loader):
     rows = []
     for batch in loader:
         for user, item, history in zip(
-            batch["users"].tolist(), batch["pos_items"].tolist(), batch["history"].tolist()
+            batch["users"].tolist(),
+            batch["pos_items"].tolist(),
+            batch["history"].tolist(),
+            strict=True,
         ):
             rows.append((user, item, tuple(history)))
     return rows
@@ -116,6 +119,7 @@ def in_memory_rows(dm):
             batch["users"].tolist(),
             batch["pos_items"].tolist(),
             map(tuple, batch["history"].tolist()),
+            strict=True,
         )
     )
 
@@ -201,7 +205,9 @@ def test_ranks_stream_disjoint_equal_shares(log_file, shards):
             history_length=2,
         )
         return len(stream), [
-            (u, i) for b in stream for u, i in zip(b["users"].tolist(), b["pos_items"].tolist())
+            (u, i)
+            for b in stream
+            for u, i in zip(b["users"].tolist(), b["pos_items"].tolist(), strict=True)
         ]
 
     (len0, rows0), (len1, rows1) = share(0), share(1)
@@ -259,9 +265,9 @@ def test_stored_sets_answer_as_item_sets():
 
 def test_prepared_arguments_and_history_are_checked(shards, log_file, tmp_path):
     with pytest.raises(ValueError, match="min_rating: fixed when"):
-        MatchingDataModule(interactions=shards, min_rating=4.0).num_users
+        MatchingDataModule(interactions=shards, min_rating=4.0).setup("fit")
     with pytest.raises(ValueError, match="history_length 9 is longer than the 4"):
-        MatchingDataModule(interactions=shards, history_length=9).num_users
+        MatchingDataModule(interactions=shards, history_length=9).setup("fit")
     with pytest.raises(FileExistsError, match="overwrite"):
         prepare_shards(log_file, shards, progress=False)
     with pytest.raises(AttributeError, match="keeps no in-memory split"):
