@@ -23,6 +23,9 @@ Besides LightningCLI's ``fit``, ``validate``, ``test`` and ``predict``:
   instead of ``--all`` takes the users of ``FILE``, one raw id per line.
 * ``lit-matching serve DIR [--host 127.0.0.1] [--port 8000]`` serves an exported directory
   over HTTP (:mod:`lit_matching.serving.http`; :mod:`~lit_matching.cli.serve`).
+* ``lit-matching prepare LOG --output DIR [--history-length L] ...`` reads a log larger than
+  memory chunk by chunk and writes training shards (:mod:`~lit_matching.cli.prepare`);
+  ``fit --data.interactions DIR`` streams them.
 
 A fit with a ``RetrievalEvaluator`` whose data holds no validation or test interaction stops
 before training. A user error (a bad file, value or id, an unsafe checkpoint) prints
@@ -59,6 +62,7 @@ if TYPE_CHECKING:  # imported on first use (below): `serve` loads neither torch 
         run_cli,
         run_dir,
     )
+    from lit_matching.cli.prepare import prepare_command
     from lit_matching.cli.serve import serve_command
 
 __all__ = [
@@ -71,6 +75,7 @@ __all__ = [
     "main",
     "packaged_config",
     "packaged_configs",
+    "prepare_command",
     "recommend_command",
     "run_cli",
     "run_dir",
@@ -91,6 +96,7 @@ _PUBLIC = {
     "export_command": "lit_matching.cli.commands",
     "recommend_command": "lit_matching.cli.commands",
     "serve_command": "lit_matching.cli.serve",
+    "prepare_command": "lit_matching.cli.prepare",
 }
 #: The commands besides LightningCLI's subcommands, by name.
 _EXTRA_COMMANDS = {
@@ -98,6 +104,7 @@ _EXTRA_COMMANDS = {
     "recommend": "recommend_command",
     "export": "export_command",
     "serve": "serve_command",
+    "prepare": "prepare_command",
 }
 
 

@@ -254,10 +254,14 @@ class MatchingDataModule(PreparedDataViews, LightningDataModule):
     def _open_prepared(self) -> PreparedShards:
         """The folder ``lit-matching prepare`` wrote, with this DataModule's feature tables."""
         defaults = inspect.signature(MatchingDataModule.__init__).parameters
+
+        def plain(value: Any) -> Any:  # a config's list equals the default tuple
+            return list(value) if isinstance(value, (list, tuple)) else value or None
+
         changed = [
             name
             for name in PREPARED_ARGUMENTS
-            if getattr(self, name) != defaults[name].default and getattr(self, name) != {}
+            if plain(getattr(self, name)) != plain(defaults[name].default)
         ]
         shards = PreparedShards.open(self.interactions, changed, self.history_length)
         pipeline = DataPipeline(interactions=None, side_features=self.side_features)

@@ -118,6 +118,17 @@ class StoredItemSets:
         indices = np.asarray(self.indices[positions], dtype=np.int64)
         return ItemSets(indptr=indptr, indices=indices, num_items=self.num_items)
 
+    def keys(self) -> np.ndarray:
+        """Sorted ``row * num_items + item`` keys of all stored pairs (int64, in memory)."""
+        rows = np.repeat(np.arange(self.num_rows), self.counts())
+        return rows * self.num_items + np.asarray(self.indices, dtype=np.int64)
+
+    def union(self, other: ItemSets | StoredItemSets) -> ItemSets:
+        """Row-wise union, in memory (e.g. every item a user has seen, for an export)."""
+        if isinstance(other, StoredItemSets):
+            other = other.to_item_sets()
+        return self.to_item_sets().union(other)
+
     def to_item_sets(self) -> ItemSets:
         """All rows as an in-memory :class:`~lit_matching.data.item_sets.ItemSets`."""
         return self.select(np.arange(self.num_rows))
