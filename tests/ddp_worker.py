@@ -26,7 +26,9 @@ class RecordBatches(pl.Callback):
 
 if __name__ == "__main__":
     pl.seed_everything(0)
-    dm = MatchingDataModule(interactions=synthetic_log(), batch_size=16, num_negatives=3)
+    # argv[2], when given: a prepared folder to stream from instead of the log in memory
+    data = sys.argv[2] if len(sys.argv) > 2 else synthetic_log()
+    dm = MatchingDataModule(interactions=data, batch_size=16, num_negatives=3)
     model = ListwiseMatching(IDEmbeddingTower(dm.num_users, 8), IDEmbeddingTower(dm.num_items, 8))
     trainer = pl.Trainer(
         accelerator="cpu",

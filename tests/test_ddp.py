@@ -3,15 +3,26 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from helpers import synthetic_log
 
 from lit_matching import MatchingDataModule
+from lit_matching.data.prepare import prepare_shards
 
 
-def test_ddp_ranks_split_the_epoch_between_them(tmp_path):
+@pytest.mark.parametrize("source", ["in_memory", "prepared"])
+def test_ddp_ranks_split_the_epoch_between_them(tmp_path, source):
     worker = Path(__file__).with_name("ddp_worker.py")
+    data = []
+    if source == "prepared":  # 240 training rows in 10 row groups: 5 for each rank
+        synthetic_log().to_parquet(tmp_path / "log.parquet")
+        prepare_shards(tmp_path / "log.parquet", tmp_path / "shards", row_group_size=24)
+        data = [str(tmp_path / "shards")]
     done = subprocess.run(
-        [sys.executable, str(worker), str(tmp_path)], capture_output=True, text=True, timeout=600
+        [sys.executable, str(worker), str(tmp_path), *data],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     rank0, rank1 = (np.load(tmp_path / f"rank{r}.npy") for r in (0, 1))
@@ -19,7 +30,7 @@ def test_ddp_ranks_split_the_epoch_between_them(tmp_path):
     train = {tuple(p) for p in dm.splits.train[["user", "item"]].to_numpy()}
     pairs0 = [tuple(p) for p in rank0[:, :2]]
     pairs1 = [tuple(p) for p in rank1[:, :2]]
-    # DistributedSampler shards the epoch: 240 positives, 120 per rank, none shared
+    # The epoch is sharded: 240 positives, 120 per rank, none shared
     assert len(pairs0) == len(pairs1) == len(train) // 2
     assert set(pairs0).isdisjoint(pairs1) and set(pairs0) | set(pairs1) == train
     # negatives never hit a training positive on either rank (that the ranks' streams differ
