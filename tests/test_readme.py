@@ -34,7 +34,7 @@ import pytest
 import yaml
 
 from lit_matching import most_popular_metrics
-from lit_matching.cli import configs_command, recommend_command, run_cli
+from lit_matching.cli import configs_command, prepare_command, recommend_command, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -285,6 +285,8 @@ def _run_in_process(command: list[str], capsys) -> str:
     args = command[1:]
     if args[0] == "recommend":
         recommend_command(args[1:])
+    elif args[0] == "prepare":
+        prepare_command(args[1:])
     elif "--print_config" in args:
         with pytest.raises(SystemExit) as exit_info:
             run_cli(args)
@@ -322,6 +324,8 @@ def test_readme_command(command, workdir, monkeypatch, capsys):
         k = int(command[command.index("--k") + 1])
         assert lines[0].split() == ["user_id", "rank", "item_id", "score"]
         assert [line.split()[:2] for line in lines[1:]] == [["1", str(r)] for r in range(1, k + 1)]
+    elif command[1] == "prepare":
+        assert "train with --data.interactions my_log_prepared" in out
     elif "--print_config" in command:
         printed = yaml.safe_load(out)
         assert printed["model"]["class_path"] == "lit_matching.ListwiseMatching"
@@ -331,7 +335,7 @@ def test_readme_command(command, workdir, monkeypatch, capsys):
         assert "test:popular" in out and "Retriever exported to" in out
         if "ml100k-features" in command:
             assert "ListwiseMatching (cosine) on 30 users x 20 items" in out
-        if "my_log.parquet" in command:
+        if "my_log.parquet" in command or "my_log_prepared" in command:
             assert "on 25 users x 15 items" in out
         if "pairwise" in command:
             assert "PairwiseMatching (cosine)" in out
