@@ -75,6 +75,7 @@ class PrepareOptions:
     history_length: int = 0
     row_group_size: int = 16384
     rows_per_bucket: int = 1_000_000
+    chunk_rows: int = 1 << 20
     file_format: str = "auto"
     seed: int = 0
 
@@ -84,7 +85,7 @@ class PrepareOptions:
             raise ValueError(f"split must be one of {sorted(SPLITS)}, got {self.split!r}")
         if self.duplicates not in ("last", "first"):
             raise ValueError(f"duplicates must be 'last' or 'first', got {self.duplicates!r}")
-        for name in ("row_group_size", "rows_per_bucket"):
+        for name in ("row_group_size", "rows_per_bucket", "chunk_rows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.history_length < 0:
@@ -107,7 +108,8 @@ def prepare_shards(
         overwrite: Replace an existing ``output_dir``.
         progress: A bar over the passes (``None``: when stderr is a terminal).
         **options: :class:`PrepareOptions` (``history_length``, ``split``, ``min_rating``,
-            column names, ``row_group_size``, ``rows_per_bucket``, ``seed``, ...).
+            column names, ``row_group_size``, ``rows_per_bucket``, ``chunk_rows`` (rows read
+            at a time), ``seed``, ...).
 
     Returns:
         ``output_dir``, which :class:`~lit_matching.data.datamodule.MatchingDataModule`
@@ -151,7 +153,13 @@ def _scan(source: Any, settings: PrepareOptions) -> LogScan:
         time_col = "timestamp" if "timestamp" in probe.dataset.schema.names else None
     rating_col = settings.rating_col if settings.min_rating is not None else None
     return LogScan.open(
-        source, settings.user_col, settings.item_col, time_col, rating_col, settings.file_format
+        source,
+        settings.user_col,
+        settings.item_col,
+        time_col,
+        rating_col,
+        settings.file_format,
+        chunk_rows=settings.chunk_rows,
     )
 
 

@@ -40,7 +40,8 @@ def log_file(tmp_path_factory):
 
 def prepared(log_file, tmp_path_factory, **options):
     out = tmp_path_factory.mktemp("prepared") / "shards"
-    defaults = dict(history_length=HISTORY, row_group_size=97, rows_per_bucket=700)
+    # Many chunks, buckets and row groups, even in a small log.
+    defaults = dict(history_length=HISTORY, row_group_size=97, rows_per_bucket=700, chunk_rows=256)
     return prepare_shards(log_file, out, progress=False, **(defaults | options))
 
 
@@ -283,3 +284,19 @@ def test_bad_logs_are_named(tmp_path):
     with pytest.raises(ValueError, match="no item column 'item'; the log has"):
         prepare_shards(tmp_path / "log.parquet", tmp_path / "out", item_col="item", progress=False)
     assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_a_folder_of_files_is_one_log_in_file_order(tmp_path):
+    log = messy_log(rows=1500)
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    for index, part in enumerate(np.array_split(log, 3)):
+        part.to_parquet(folder / f"part-{index}.parquet")
+    shards = prepare_shards(folder, tmp_path / "out", history_length=2, chunk_rows=200)
+    streamed = MatchingDataModule(interactions=shards, history_length=2)
+    in_memory = MatchingDataModule(interactions=log, history_length=2)
+    for part in ("train", "val", "test"):
+        same_sets(getattr(streamed, f"{part}_items"), getattr(in_memory, f"{part}_items"))
+    users = np.arange(in_memory.num_users)
+    got, expected = streamed.user_features("test", users), in_memory.user_features("test", users)
+    assert torch.equal(got["history"], expected["history"])
