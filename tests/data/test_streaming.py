@@ -290,8 +290,8 @@ def test_a_folder_of_files_is_one_log_in_file_order(tmp_path):
     log = messy_log(rows=1500)
     folder = tmp_path / "parts"
     folder.mkdir()
-    for index, part in enumerate(np.array_split(log, 3)):
-        part.to_parquet(folder / f"part-{index}.parquet")
+    for index, start in enumerate(range(0, 1500, 500)):
+        log.iloc[start : start + 500].to_parquet(folder / f"part-{index}.parquet")
     shards = prepare_shards(folder, tmp_path / "out", history_length=2, chunk_rows=200)
     streamed = MatchingDataModule(interactions=shards, history_length=2)
     in_memory = MatchingDataModule(interactions=log, history_length=2)
