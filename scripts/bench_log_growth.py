@@ -18,6 +18,19 @@ import subprocess
 import sys
 import time
 import warnings
+from typing import Any
+
+ZIPF = 1.3  # item popularity exponent
+
+
+def zipf_items(rng: Any, size: int, items: int, exponent: float = ZIPF) -> Any:
+    """``size`` item ids: Zipf ranks (item 0 the most popular), the tail clipped to the last id.
+
+    Shared with ``bench_scale.py``, whose chunked logs follow the same item popularity.
+    """
+    import numpy as np
+
+    return np.minimum(rng.zipf(exponent, size) - 1, items - 1)
 
 
 def measure(interactions: int, kind: str, items: int, threads: int) -> dict[str, float]:
@@ -36,7 +49,7 @@ def measure(interactions: int, kind: str, items: int, threads: int) -> dict[str,
     log = pd.DataFrame(
         {
             "user_id": rng.integers(0, interactions // 20, interactions),
-            "item_id": np.minimum(rng.zipf(1.3, interactions) - 1, items - 1),
+            "item_id": zipf_items(rng, interactions, items),
             "timestamp": np.arange(interactions),
         }
     )
