@@ -83,7 +83,8 @@ def footer(threads: int) -> None:
 
 def table(columns: list[tuple[str, str, str]], rows: Iterable[dict[str, Any]]) -> str:
     """A markdown table: ``columns`` are ``(header, key, format spec)``, numbers right-aligned."""
-    lines = ["| " + " | ".join(c[0] for c in columns) + " |", "|" + "---:|" * len(columns)]
+    rule = "|" + "".join("---:|" if spec else "---|" for _, _, spec in columns)
+    lines = ["| " + " | ".join(c[0] for c in columns) + " |", rule]
     for row in rows:
         lines.append("| " + " | ".join(format(row[k], spec) for _, k, spec in columns) + " |")
     return "\n".join(lines)
@@ -225,7 +226,7 @@ def train_worker(args: argparse.Namespace) -> dict[str, Any]:
     """One training run in this process (the ``train`` subcommand's child)."""
     import pytorch_lightning as pl
     import torch
-    from bench_data import peak_mb
+    from bench_data import bench_trainer, peak_mb
     from bench_scaling import StepTimer
 
     from lit_matching import (
@@ -255,18 +256,7 @@ def train_worker(args: argparse.Namespace) -> dict[str, Any]:
     users = HistoryPoolingTower(data.num_items, DIM, item_embedding=items.embedding)
     model = ListwiseMatching(users, items, sparse_embeddings=args.embeddings == ["sparse"])
     timer = StepTimer(args.warmup, args.steps, profile_steps=0)
-    trainer = pl.Trainer(
-        max_steps=args.warmup + args.steps,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        callbacks=[timer],
-    )
+    trainer = bench_trainer(max_steps=args.warmup + args.steps, callbacks=[timer])
     trainer.fit(model, data)
     if not timer.elapsed:
         raise SystemExit(f"training stopped at step {trainer.global_step}, before the timed end")
@@ -454,7 +444,11 @@ def parse_args() -> argparse.Namespace:
     ev.add_argument("--repeats", type=int, default=3)
     show = commands.add_parser("plot", parents=[common])
     show.add_argument("--out-dir", type=Path, default=ROOT / "docs" / "img")
-    return parser.parse_args()
+    args = parser.parse_args()
+    for name in ("data", "out", "data_dir", "results", "out_dir"):  # children run in ROOT
+        if getattr(args, name, None) is not None:
+            setattr(args, name, getattr(args, name).resolve())
+    return args
 
 
 def main() -> None:
