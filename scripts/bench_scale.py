@@ -94,7 +94,7 @@ def growth(rows: list[dict[str, Any]], field: str) -> str:
     """Bytes per interaction and relative growth of ``field`` (MB) between the two largest logs."""
     by_size = {row["interactions"]: row[field] for row in rows}
     if len(by_size) < 2:
-        return "one size only: no growth"
+        return "fewer than two sizes: no growth"
     small, large = sorted(by_size)[-2:]
     extra = (by_size[large] - by_size[small]) * 2**20 / (large - small)
     change = by_size[large] / by_size[small] - 1
