@@ -7,26 +7,26 @@ hold about 15 % of the log, every user is active), timestamps in log order. Subc
 
 * ``generate``: ``DIR/log_<n>.parquet`` (int64 ``user_id``, ``item_id``, ``timestamp``),
   written chunk by chunk with ``pyarrow.parquet.ParquetWriter`` (bounded memory).
-* ``prepare``: ``lit-matching prepare DIR/log_<n>.parquet --output DIR/prepared_<n>`` per size,
-  each in a fresh process: wall time and that process's peak RSS (``os.wait4``).
-* ``train``: list-wise training, each size and path in a fresh process: the streaming path
-  (``interactions=DIR/prepared_<n>``) and the in-memory one (``interactions=`` the Parquet
-  file); ``HistoryPoolingTower`` (mean over the last 20 items) sharing its table with an
-  ``IDEmbeddingTower`` item tower, d = 64, batch 1024, 8 negatives, so that the model does
-  not grow with the number of users; samples/s over ``--steps`` steps after ``--warmup``,
-  RSS after ``setup`` and peak RSS; bytes per interaction between the two largest sizes.
+* ``prepare``: ``lit-matching prepare DIR/log_<n>.parquet --output DIR/prepared_<n>`` per size
+  (``--via python``: ``prepare_shards`` called directly), each in a fresh process: wall time and
+  that process's peak RSS (``os.wait4``).
+* ``train``: list-wise training, each size and path in a fresh process, streaming
+  (``interactions=DIR/prepared_<n>``) and in memory (the Parquet file); a
+  ``HistoryPoolingTower`` (mean of the last 20 items) sharing the ``IDEmbeddingTower`` item
+  table, d = 64, batch 1024, 8 negatives: nothing grows with the users. Samples/s after
+  ``--warmup`` steps, RSS after ``setup``, peak RSS, bytes per interaction.
 * ``catalogue``: samples/s, dense against sparse tables, at 10k / 100k / 1M items
   (``bench_scaling.py``'s training part).
 * ``eval``: the evaluation's wall time with 1 and 2 CPU ranks (``bench_sharded_eval.py``).
 * ``plot``: ``scale_prepare.png`` and ``scale_training.png`` from the results file.
 
-Every subcommand appends its rows to ``--results`` (JSON, default
-``bench_scale_results.json`` in the working directory) and prints a markdown table; every
+Each subcommand appends its rows to ``--results`` (JSON) and prints a markdown table; every
 process runs ``--threads`` threads (``OMP_NUM_THREADS``, ``torch.set_num_threads``). Usage::
 
     python scripts/bench_scale.py generate --sizes 1e6 1e7 5e7 --out DIR [--items 1000000]
         [--user-exponent 0.6] [--chunk-rows 2000000] [--seed 0]
     python scripts/bench_scale.py prepare --sizes 1e6 1e7 5e7 --data DIR [--history-length 20]
+        [--via cli|python]
     python scripts/bench_scale.py train --sizes 1e6 1e7 5e7 --data DIR [--steps 300]
         [--warmup 20] [--paths streaming memory] [--embeddings sparse dense]
     python scripts/bench_scale.py catalogue [--items 10000 100000 1000000]
@@ -34,8 +34,8 @@ process runs ``--threads`` threads (``OMP_NUM_THREADS``, ``torch.set_num_threads
     python scripts/bench_scale.py eval [--data-dir ../shared/data] [--ranks 1 2] [--repeats 3]
     python scripts/bench_scale.py plot [--out-dir docs/img]
 
-Common options: ``--threads 1``, ``--results bench_scale_results.json``, ``--timeout 7200``
-(seconds per measured process).
+Common options: ``--threads 1``, ``--results bench_scale_results.json`` (in the working
+directory), ``--timeout 7200`` (seconds per measured process).
 """
 
 from __future__ import annotations
@@ -60,6 +60,10 @@ from bench_log_growth import zipf_items
 
 USERS_PER = 20  # interactions per user
 HISTORY, DIM, BATCH, NEGATIVES = 20, 64, 1024, 8
+PREPARE_IN_PYTHON = (  # ``prepare --via python``: the library call without the CLI
+    "import sys; from lit_matching.data.prepare import prepare_shards; "
+    "prepare_shards(sys.argv[1], sys.argv[2], history_length=int(sys.argv[3]), progress=False)"
+)
 
 
 # ---------------------------------------------------------------------------- results
@@ -172,15 +176,11 @@ def run_measured(command: list[str], threads: int, timeout: float) -> dict[str, 
         finally:
             killer.cancel()
         child.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        wall, peak = time.perf_counter() - started, usage.ru_maxrss / 1024  # kB on Linux
         out.seek(0)
         err.seek(0)
-        return {
-            "returncode": child.returncode,
-            "wall_s": time.perf_counter() - started,
-            "peak_mb": usage.ru_maxrss / 1024,  # kB on Linux
-            "stdout": out.read(),
-            "stderr": err.read()[-3000:],
-        }
+        done = {"returncode": child.returncode, "wall_s": wall, "peak_mb": peak}
+        return dict(done, stdout=out.read(), stderr=err.read()[-3000:])
 
 
 def checked(done: dict[str, Any], what: str) -> bool:
@@ -196,24 +196,22 @@ def prepare(args: argparse.Namespace) -> None:
     for size in args.sizes:
         output = args.data / f"prepared_{size}"
         shutil.rmtree(output, ignore_errors=True)  # a fresh output every time
-        command = [sys.executable, "-m", "lit_matching.cli", "prepare"]
-        command += [str(args.data / f"log_{size}.parquet"), "--output", str(output)]
-        command += ["--history-length", str(args.history_length)]
+        log, length = str(args.data / f"log_{size}.parquet"), str(args.history_length)
+        if args.via == "cli":
+            command = [sys.executable, "-m", "lit_matching.cli", "prepare", log]
+            command += ["--output", str(output), "--history-length", length]
+        else:
+            command = [sys.executable, "-c", PREPARE_IN_PYTHON, log, str(output), length]
         done = run_measured(command, args.threads, args.timeout)
         if not checked(done, f"prepare {size:,}"):
             continue
-        written = sum(f.stat().st_size for f in output.rglob("*") if f.is_file())
-        rows.append(
-            {
-                "interactions": size,
-                "seconds": done["wall_s"],
-                "peak_mb": done["peak_mb"],
-                "output_mb": written / 2**20,
-            }
-        )
+        written = sum(f.stat().st_size for f in output.rglob("*") if f.is_file()) / 2**20
+        row = {"interactions": size, "seconds": done["wall_s"], "peak_mb": done["peak_mb"]}
+        rows.append(dict(row, output_mb=written))
         print(f"  prepare {size:,}: {done['wall_s']:.1f} s, {done['peak_mb']:,.0f} MB", flush=True)
     save_rows(args.results, "prepare", rows, args.threads)
-    print(f"\n### `lit-matching prepare`, history length {args.history_length}\n")
+    how = "`lit-matching prepare`" if args.via == "cli" else "`prepare_shards`"
+    print(f"\n### {how}, history length {args.history_length}\n")
     columns = [("interactions", "interactions", ","), ("wall s", "seconds", ".1f")]
     columns += [("peak RSS MB", "peak_mb", ",.0f"), ("shards MB", "output_mb", ",.0f")]
     print(table(columns, rows))
@@ -229,18 +227,13 @@ def train_worker(args: argparse.Namespace) -> dict[str, Any]:
     from bench_data import bench_trainer, peak_mb
     from bench_scaling import StepTimer
 
-    from lit_matching import (
-        HistoryPoolingTower,
-        IDEmbeddingTower,
-        ListwiseMatching,
-        MatchingDataModule,
-    )
+    import lit_matching as lm
 
     torch.set_num_threads(args.threads)
     size, path = args.sizes[0], args.paths[0]
     name = f"prepared_{size}" if path == "streaming" else f"log_{size}.parquet"
     started = time.perf_counter()
-    data = MatchingDataModule(
+    data = lm.MatchingDataModule(
         mode="listwise",
         interactions=args.data / name,
         history_length=HISTORY,
@@ -251,10 +244,10 @@ def train_worker(args: argparse.Namespace) -> dict[str, Any]:
     data.setup("fit")
     setup_s, setup_mb = time.perf_counter() - started, peak_mb()
     pl.seed_everything(0, verbose=False)
-    items = IDEmbeddingTower(data.num_items, DIM)
+    items = lm.IDEmbeddingTower(data.num_items, DIM)
     # The user tower pools the item table: nothing in the model grows with the users.
-    users = HistoryPoolingTower(data.num_items, DIM, item_embedding=items.embedding)
-    model = ListwiseMatching(users, items, sparse_embeddings=args.embeddings == ["sparse"])
+    users = lm.HistoryPoolingTower(data.num_items, DIM, item_embedding=items.embedding)
+    model = lm.ListwiseMatching(users, items, sparse_embeddings=args.embeddings == ["sparse"])
     timer = StepTimer(args.warmup, args.steps, profile_steps=0)
     trainer = bench_trainer(max_steps=args.warmup + args.steps, callbacks=[timer])
     trainer.fit(model, data)
@@ -325,19 +318,10 @@ def catalogue(args: argparse.Namespace) -> None:
     import bench_scaling
 
     config = bench_scaling.Config(
-        items=args.items,
-        users=args.users,
-        interactions=args.interactions,
-        steps=args.steps,
-        warmup=args.warmup,
-        query_users=0,
-        grid_users=[],
-        max_gflop=0.0,
-        hnsw_max_items=0,
-        spread=1.5,
-        threads=args.threads,
-        timeout=args.timeout,
-    )
+        items=args.items, users=args.users, interactions=args.interactions, steps=args.steps,
+        warmup=args.warmup, threads=args.threads, timeout=args.timeout,
+        query_users=0, grid_users=[], max_gflop=0.0, hnsw_max_items=0, spread=1.5,  # no search
+    )  # fmt: skip
     rows = bench_scaling.run_training(config, args.embeddings)
     save_rows(args.results, "catalogue", rows, args.threads)
     bench_scaling.print_training(rows, config)
@@ -377,19 +361,17 @@ def plot(args: argparse.Namespace) -> None:
         fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
         curve(left, prepared, "seconds", min)
         curve(right, prepared, "peak_mb", min)
-        left.set(ylabel="wall time, s", title="lit-matching prepare")
-        right.set(ylabel="peak RSS, MB", title="lit-matching prepare")
+        left.set(ylabel="wall time, s", title="prepare: time")
+        right.set(ylabel="peak RSS, MB", title="prepare: memory")
         figures.append((fig, "scale_prepare.png"))
     if trained:
         fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
         for (path, kind), part in grouped(trained, ("path", "embeddings")).items():
             curve(left, part, "peak_mb", min, label=f"{path}, {kind}")
             curve(right, part, "samples_per_s", max, label=f"{path}, {kind}")
-        left.set(ylabel="peak RSS while training, MB", title="memory")
-        right.set(ylabel="training samples/s", title="throughput")
-        right.set_ylim(bottom=0)
-        for axis in (left, right):
-            axis.legend(fontsize=8)
+        left.set(ylabel="peak RSS while training, MB", title="training: memory")
+        right.set(ylabel="training samples/s", title="training: throughput")
+        left.legend(fontsize=8)
         figures.append((fig, "scale_training.png"))
     for fig, name in figures:
         for axis in fig.axes:
@@ -423,6 +405,7 @@ def parse_args() -> argparse.Namespace:
     prep = commands.add_parser("prepare", parents=[common, sizes])
     prep.add_argument("--data", type=Path, required=True)
     prep.add_argument("--history-length", type=int, default=HISTORY)
+    prep.add_argument("--via", choices=["cli", "python"], default="cli", help="how to prepare")
     for name in ("train", "train-worker"):
         fit = commands.add_parser(name, parents=[common, sizes])
         fit.add_argument("--data", type=Path, required=True)
