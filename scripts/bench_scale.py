@@ -199,7 +199,7 @@ def prepare(args: argparse.Namespace) -> None:
         log, length = str(args.data / f"log_{size}.parquet"), str(args.history_length)
         if args.via == "cli":
             command = [sys.executable, "-m", "lit_matching.cli", "prepare", log]
-            command += ["--output", str(output), "--history-length", length]
+            command += ["--output", str(output), "--history-length", length, "--no-progress"]
         else:
             command = [sys.executable, "-c", PREPARE_IN_PYTHON, log, str(output), length]
         done = run_measured(command, args.threads, args.timeout)
