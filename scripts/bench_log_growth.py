@@ -39,6 +39,7 @@ def measure(interactions: int, kind: str, items: int, threads: int) -> dict[str,
     import pandas as pd
     import pytorch_lightning as pl
     import torch
+    from bench_data import bench_trainer
 
     from lit_matching import IDEmbeddingTower, ListwiseMatching, MatchingDataModule
 
@@ -73,15 +74,7 @@ def measure(interactions: int, kind: str, items: int, threads: int) -> dict[str,
         def on_train_batch_start(self, trainer, module, batch, index):
             times.setdefault(index, time.perf_counter())
 
-    trainer = pl.Trainer(
-        max_steps=220,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        callbacks=[Clock()],
-    )
+    trainer = bench_trainer(max_steps=220, callbacks=[Clock()])
     trainer.fit(model, data)
     return {
         "interactions": interactions,
