@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +55,26 @@ def cpu_model() -> str:
 
 def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def bench_trainer(**options: Any) -> Any:
+    """A CPU ``pl.Trainer`` that only trains: no validation, logger, checkpoints or bars.
+
+    ``options`` (e.g. ``max_steps``, ``callbacks``) are added to, or replace, those settings.
+    """
+    import pytorch_lightning as pl
+
+    quiet = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+    )
+    return pl.Trainer(**(quiet | options))
 
 
 def load_log(name: str, data_dir: Path):

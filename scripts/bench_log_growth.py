@@ -18,6 +18,19 @@ import subprocess
 import sys
 import time
 import warnings
+from typing import Any
+
+ZIPF = 1.3  # item popularity exponent
+
+
+def zipf_items(rng: Any, size: int, items: int, exponent: float = ZIPF) -> Any:
+    """``size`` item ids: Zipf ranks (item 0 the most popular), the tail clipped to the last id.
+
+    Shared with ``bench_scale.py``, whose chunked logs follow the same item popularity.
+    """
+    import numpy as np
+
+    return np.minimum(rng.zipf(exponent, size) - 1, items - 1)
 
 
 def measure(interactions: int, kind: str, items: int, threads: int) -> dict[str, float]:
@@ -26,6 +39,7 @@ def measure(interactions: int, kind: str, items: int, threads: int) -> dict[str,
     import pandas as pd
     import pytorch_lightning as pl
     import torch
+    from bench_data import bench_trainer
 
     from lit_matching import IDEmbeddingTower, ListwiseMatching, MatchingDataModule
 
@@ -36,7 +50,7 @@ def measure(interactions: int, kind: str, items: int, threads: int) -> dict[str,
     log = pd.DataFrame(
         {
             "user_id": rng.integers(0, interactions // 20, interactions),
-            "item_id": np.minimum(rng.zipf(1.3, interactions) - 1, items - 1),
+            "item_id": zipf_items(rng, interactions, items),
             "timestamp": np.arange(interactions),
         }
     )
@@ -60,15 +74,7 @@ def measure(interactions: int, kind: str, items: int, threads: int) -> dict[str,
         def on_train_batch_start(self, trainer, module, batch, index):
             times.setdefault(index, time.perf_counter())
 
-    trainer = pl.Trainer(
-        max_steps=220,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        callbacks=[Clock()],
-    )
+    trainer = bench_trainer(max_steps=220, callbacks=[Clock()])
     trainer.fit(model, data)
     return {
         "interactions": interactions,

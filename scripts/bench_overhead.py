@@ -28,6 +28,7 @@ import time
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from bench_data import bench_trainer  # this script's folder is on sys.path
 from torch import nn
 
 from lit_matching import IDEmbeddingTower, ListwiseMatching, MatchingDataModule
@@ -43,17 +44,7 @@ def lit_matching_run(dm: MatchingDataModule, epochs: int) -> tuple[float, int]:
         temperature=TEMPERATURE,
         learning_rate=LR,
     )
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        accelerator="cpu",
-        devices=1,
-    )
+    trainer = bench_trainer(max_epochs=epochs)
     started = time.perf_counter()
     trainer.fit(model, dm)
     return time.perf_counter() - started, trainer.global_step

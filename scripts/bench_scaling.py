@@ -60,7 +60,7 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
-from bench_data import ROOT, cpu_model, peak_mb, run_worker
+from bench_data import ROOT, bench_trainer, cpu_model, peak_mb, run_worker
 from torch.profiler import ProfilerActivity, profile
 from typing_extensions import override
 
@@ -223,17 +223,8 @@ def train_worker(num_items: int, cfg: Config, profile: bool, sparse: bool) -> di
         sparse_embeddings=sparse,
     )
     timer = StepTimer(cfg.warmup, cfg.steps, PROFILE_STEPS if profile else 0)
-    trainer = pl.Trainer(
-        max_steps=cfg.warmup + cfg.steps + timer.profile_steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        accelerator="cpu",
-        devices=1,
-        callbacks=[timer],
+    trainer = bench_trainer(
+        max_steps=cfg.warmup + cfg.steps + timer.profile_steps, callbacks=[timer]
     )
     trainer.fit(model, dm)
     params = sum(p.numel() * p.element_size() for p in model.parameters())

@@ -121,7 +121,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from _rechub_worker import SEED, SETTINGS, Settings
-from bench_data import ROOT, cpu_model, rechub_python, run_worker
+from bench_data import ROOT, bench_trainer, cpu_model, rechub_python, run_worker
 from bench_eval import annoy_python
 
 if TYPE_CHECKING:
@@ -312,17 +312,7 @@ def lit_worker(args: argparse.Namespace) -> dict[str, Any]:
     prepared_at = time.perf_counter()
 
     model = lit_model(s, dm)
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-    )
+    trainer = bench_trainer(max_epochs=epochs)
     trainer.fit(model, datamodule=dm)
     trained_at = time.perf_counter()
 
