@@ -1,4 +1,4 @@
-"""Reading an interaction log chunk by chunk (CSV, TSV or Parquet) through ``pyarrow.dataset``.
+"""Reading an interaction log chunk by chunk (CSV, TSV or Parquet files) through ``pyarrow``.
 
 What :func:`~lit_matching.data.prepare.prepare_shards` reads: never the whole log at once.
 Each chunk is checked as it comes (missing ids or times, id types), naming the column, the row
@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 __all__ = ["LogChunk", "LogScan"]
 
@@ -67,21 +67,49 @@ def _files(source: str | Path | Sequence[str | Path]) -> list[Path]:
     return paths
 
 
+def _batches(path: Path, kind: str, columns: list[str], rows: int) -> Iterator[pa.RecordBatch]:
+    """``path``'s rows in order, at most about ``rows`` at a time, read one batch at a time.
+
+    Parquet goes through ``ParquetFile.iter_batches`` without threads or pre-buffering, CSV
+    through the streaming CSV reader: both hold one batch, where ``pyarrow.dataset``'s threaded
+    scan reads ahead of a slow consumer and can queue much of a large file in memory.
+    """
+    if kind == "parquet":
+        reader = pq.ParquetFile(path, pre_buffer=False)
+        yield from reader.iter_batches(batch_size=rows, columns=columns, use_threads=False)
+        return
+    csv = pacsv.open_csv(
+        path,
+        read_options=pacsv.ReadOptions(block_size=max(rows, 1) * 32, use_threads=False),
+        parse_options=pacsv.ParseOptions(delimiter="\t" if kind == "tsv" else ","),
+        convert_options=pacsv.ConvertOptions(include_columns=columns),
+    )
+    yield from csv
+
+
+def _column_names(path: Path, kind: str) -> list[str]:
+    if kind == "parquet":
+        return list(pq.ParquetFile(path).schema_arrow.names)
+    delimiter = "\t" if kind == "tsv" else ","
+    with pacsv.open_csv(path, parse_options=pacsv.ParseOptions(delimiter=delimiter)) as reader:
+        return list(reader.schema.names)
+
+
 @dataclass(frozen=True)
 class LogScan:
-    """The columns of an interaction log to scan, checked once against its schema.
+    """The columns of an interaction log to scan, checked against each file's columns.
 
     Example:
         >>> import tempfile, pandas as pd
-        >>> path = Path(tempfile.mkdtemp()) / "log.csv"
-        >>> pd.DataFrame({"user_id": [1, 2, 1], "item_id": ["a", "b", "c"]}).to_csv(
-        ...     path, index=False)
+        >>> path = Path(tempfile.mkdtemp()) / "log.parquet"
+        >>> pd.DataFrame({"user_id": [1, 2, 1], "item_id": ["a", "b", "c"]}).to_parquet(path)
         >>> scan = LogScan.open(path, "user_id", "item_id", None, None, chunk_rows=2)
         >>> [(chunk.offset, chunk.items.tolist()) for chunk in scan.chunks()]
         [(0, ['a', 'b']), (2, ['c'])]
     """
 
-    dataset: ds.Dataset
+    paths: tuple[Path, ...]
+    kind: str
     user_col: str
     item_col: str
     time_col: str | None
@@ -102,25 +130,22 @@ class LogScan:
         """The log in ``source`` (a file, a folder of files or a list of files).
 
         Raises:
-            ValueError: naming a column the log does not have, and the ones it has.
+            ValueError: naming a file without a needed column, and the columns it has.
         """
         paths = _files(source)
         kind = _format_of(paths, file_format)
-        if kind == "parquet":
-            fmt: ds.FileFormat = ds.ParquetFileFormat()
-        else:
-            delimiter = "\t" if kind == "tsv" else ","
-            fmt = ds.CsvFileFormat(parse_options=pacsv.ParseOptions(delimiter=delimiter))
-        dataset = ds.dataset([str(p) for p in paths], format=fmt)
-        names = dataset.schema.names
-        for role, column in (("user", user_col), ("item", item_col), ("time", time_col)):
-            if column is not None and column not in names:
-                raise ValueError(
-                    f"{paths[0].name}: no {role} column {column!r}; the log has {names}"
-                )
-        if rating_col is not None and rating_col not in names:
-            raise ValueError(f"{paths[0].name}: no rating column {rating_col!r} (min_rating)")
-        return cls(dataset, user_col, item_col, time_col, rating_col, chunk_rows)
+        for path in paths:
+            names = _column_names(path, kind)
+            roles = (("user", user_col), ("item", item_col), ("time", time_col))
+            for role, column in (*roles, ("rating (min_rating)", rating_col)):
+                if column is not None and column not in names:
+                    raise ValueError(f"{path.name}: no {role} column {column!r}; it has {names}")
+        return cls(tuple(paths), kind, user_col, item_col, time_col, rating_col, chunk_rows)
+
+    @property
+    def column_names(self) -> list[str]:
+        """The first file's columns."""
+        return _column_names(self.paths[0], self.kind)
 
     @property
     def columns(self) -> list[str]:
@@ -128,27 +153,46 @@ class LogScan:
         named = (self.user_col, self.item_col, self.time_col, self.rating_col)
         return [column for column in named if column is not None]
 
-    def count_rows(self) -> int:
-        """Rows of the whole log (from file metadata where the format has it)."""
-        return int(self.dataset.count_rows())
-
     def chunks(self) -> Iterator[LogChunk]:
-        """The log's rows in file order, ``chunk_rows`` at a time, each checked."""
+        """The log's rows in file order, about ``chunk_rows`` at a time, each checked.
+
+        Raises:
+            ValueError: naming the file, column, row and value of a bad id or time, or ids of
+                one column that are numbers in one file and strings in another.
+        """
         offset = 0
-        # to_batches keeps the files' row order (ties in time fall back on it).
-        for batch in self.dataset.to_batches(columns=self.columns, batch_size=self.chunk_rows):
-            if batch.num_rows == 0:
-                continue
-            yield LogChunk(
-                offset=offset,
-                users=self._ids(batch, self.user_col, offset),
-                items=self._ids(batch, self.item_col, offset),
-                times=None if self.time_col is None else self._times(batch, offset),
-                ratings=None
-                if self.rating_col is None
-                else batch.column(self.rating_col).to_numpy(zero_copy_only=False),
-            )
-            offset += batch.num_rows
+        kinds: dict[str, str] = {}
+        for path in self.paths:
+            try:
+                for batch in _batches(path, self.kind, self.columns, self.chunk_rows):
+                    if batch.num_rows == 0:
+                        continue
+                    chunk = self._chunk(batch, offset)
+                    for name, values in (
+                        (self.user_col, chunk.users),
+                        (self.item_col, chunk.items),
+                    ):
+                        kind = "strings" if values.dtype == object else "numbers"
+                        if kinds.setdefault(name, kind) != kind:
+                            raise ValueError(
+                                f"column {name!r} holds {kind} here but {kinds[name]} in "
+                                "earlier rows: ids must be all strings or all numbers"
+                            )
+                    yield chunk
+                    offset += batch.num_rows
+            except (ValueError, pa.ArrowInvalid) as error:
+                raise ValueError(f"{path}: {error}") from None
+
+    def _chunk(self, batch: pa.RecordBatch, offset: int) -> LogChunk:
+        return LogChunk(
+            offset=offset,
+            users=self._ids(batch, self.user_col, offset),
+            items=self._ids(batch, self.item_col, offset),
+            times=None if self.time_col is None else self._times(batch, offset),
+            ratings=None
+            if self.rating_col is None
+            else batch.column(self.rating_col).to_numpy(zero_copy_only=False),
+        )
 
     def _first_null(self, column: pa.Array, name: str, offset: int, what: str) -> None:
         if column.null_count:

@@ -42,7 +42,14 @@ import pyarrow.parquet as pq
 from pytorch_lightning.utilities import rank_zero_info
 
 from lit_matching.data.log_scan import LogScan
-from lit_matching.data.prepare_buckets import BucketWriters, process_bucket, row_table
+from lit_matching.data.prepare_buckets import (
+    BucketWriters,
+    join_pieces,
+    process_bucket,
+    read_pieces,
+    row_table,
+    write_piece,
+)
 from lit_matching.data.splits import SPLITS
 from lit_matching.data.stored_sets import NpyAppender
 from lit_matching.utils.progress import progress_enabled, progress_steps
@@ -150,7 +157,7 @@ def _scan(source: Any, settings: PrepareOptions) -> LogScan:
         probe = LogScan.open(
             source, settings.user_col, settings.item_col, None, None, settings.file_format
         )
-        time_col = "timestamp" if "timestamp" in probe.dataset.schema.names else None
+        time_col = "timestamp" if "timestamp" in probe.column_names else None
     rating_col = settings.rating_col if settings.min_rating is not None else None
     return LogScan.open(
         source,
@@ -170,25 +177,32 @@ def _prepare(source: Any, work: Path, settings: PrepareOptions, step: Any) -> di
     pd.DataFrame({"id": users}).to_parquet(work / "users.parquet")
     pd.DataFrame({"id": items}).to_parquet(work / "items.parquet")
     step("buckets")
+    num_users, num_items = len(users), len(items)
     buckets = max(1, -(-rows // settings.rows_per_bucket))
-    bounds = np.linspace(0, len(users), buckets + 1).round().astype(np.int64)
+    bounds = np.linspace(0, num_users, buckets + 1).round().astype(np.int64)
     _partition(scan, settings.min_rating, users, items, bounds, work / "buckets")
+    del users, items  # and their hash tables: ids are indices from here on
     step("split")
-    writers = _writers(work, len(users), len(items), settings.history_length, buckets)
+    writers = _writers(work, num_users, num_items, settings.history_length, buckets)
     try:
         _split_buckets(work / "buckets", bounds, writers, settings)
     finally:
         writers.close()
     shutil.rmtree(work / "buckets")
+    for name in ("val", "test"):
+        join_pieces(work / "held_out" / name, work / f"{name}.parquet", writers.schema)
+    shutil.rmtree(work / "held_out", ignore_errors=True)
     for name, per_user in writers.user_counts.items():
-        np.save(work / f"{name}.indptr.npy", np.concatenate([[0], np.cumsum(per_user)]))
+        np.save(
+            work / f"{name}.indptr.npy", np.concatenate([[0], np.cumsum(per_user, dtype=np.int64)])
+        )
     assert writers.item_counts is not None
     np.save(work / "item_counts.npy", writers.item_counts)
     step("shuffle")
     files = _shuffle(work, writers, settings)
     counts = {name: int(c.sum()) for name, c in writers.user_counts.items()}
     rank_zero_info(
-        f"lit_matching prepare: {len(users)} users, {len(items)} items; {counts['train']} "
+        f"lit_matching prepare: {num_users} users, {num_items} items; {counts['train']} "
         f"train / {counts['val']} val / {counts['test']} test interactions "
         f"({settings.split} split); {writers.dropped_duplicates} repeated (user, item) "
         f"interactions dropped; {len(files)} training files"
@@ -196,8 +210,8 @@ def _prepare(source: Any, work: Path, settings: PrepareOptions, step: Any) -> di
     options = asdict(settings) | {"time_col": scan.time_col}
     return {
         "format": _FORMAT,
-        "num_users": len(users),
-        "num_items": len(items),
+        "num_users": num_users,
+        "num_items": num_items,
         "rows": counts,
         "history_length": settings.history_length,
         "train_files": files,
@@ -220,7 +234,7 @@ def _vocabularies(scan: LogScan, min_rating: float | None) -> tuple[pd.Index, pd
         rows += len(chunk.users[kept])
         for name in found:
             found[name].append(pd.unique(getattr(chunk, name)[kept]))
-            if len(found[name]) > 16:  # merge now and then: memory of the distinct ids only
+            if len(found[name]) > 4:  # merge often: memory of about the distinct ids only
                 found[name] = [pd.unique(np.concatenate(found[name]))]
     if rows == 0:
         raise ValueError("the interaction log has no rows (after min_rating)")
@@ -238,32 +252,29 @@ def _partition(
     bounds: np.ndarray,
     folder: Path,
 ) -> None:
-    """Append each kept row, ids mapped, to its user's bucket file (rows in log order)."""
-    folder.mkdir()
-    writers: dict[int, pq.ParquetWriter] = {}
-    try:
-        for chunk in scan.chunks():
-            kept = _kept(chunk, min_rating)
-            rows = np.arange(chunk.offset, chunk.offset + len(chunk))[kept]
-            user = users.get_indexer(pd.Index(chunk.users[kept]))
-            time = rows if chunk.times is None else chunk.times[kept]
-            table = pa.table(
-                {
-                    "user": user.astype(np.int32),
-                    "item": items.get_indexer(pd.Index(chunk.items[kept])).astype(np.int32),
-                    "time": time,
-                    "row": rows,
-                }
+    """Write each chunk's kept rows, ids mapped, as one piece per bucket (rows in log order).
+
+    One file per piece, closed at once: an open Parquet writer per bucket would hold a few MB
+    each, memory that grows with the number of buckets, so with the log.
+    """
+    for number, chunk in enumerate(scan.chunks()):
+        kept = _kept(chunk, min_rating)
+        rows = np.arange(chunk.offset, chunk.offset + len(chunk))[kept]
+        user = users.get_indexer(pd.Index(chunk.users[kept]))
+        time = rows if chunk.times is None else chunk.times[kept]
+        table = pa.table(
+            {
+                "user": user.astype(np.int32),
+                "item": items.get_indexer(pd.Index(chunk.items[kept])).astype(np.int32),
+                "time": time,
+                "row": rows,
+            }
+        )
+        bucket = np.searchsorted(bounds, user, side="right") - 1
+        for index in np.unique(bucket):
+            write_piece(
+                folder / f"{index:05d}", number, table.take(np.flatnonzero(bucket == index))
             )
-            bucket = np.searchsorted(bounds, user, side="right") - 1
-            for index in np.unique(bucket):
-                if index not in writers:
-                    path = folder / f"bucket-{index:05d}.parquet"
-                    writers[index] = pq.ParquetWriter(path, table.schema)
-                writers[index].write_table(table.take(np.flatnonzero(bucket == index)))
-    finally:
-        for writer in writers.values():
-            writer.close()
 
 
 def _writers(
@@ -272,20 +283,15 @@ def _writers(
     schema = row_table(
         np.zeros(0), np.zeros(0), np.zeros((0, history_length)), history_length
     ).schema
-    (work / "partitions").mkdir()
     shape = (history_length,)
     return BucketWriters(
         folder=work,
         num_users=num_users,
         num_items=num_items,
         history_length=history_length,
-        partitions=[
-            pq.ParquetWriter(work / "partitions" / f"{i:05d}.parquet", schema)
-            for i in range(partitions)
-        ],
-        held_out={
-            name: pq.ParquetWriter(work / f"{name}.parquet", schema) for name in ("val", "test")
-        },
+        partitions=work / "partitions",
+        num_partitions=partitions,
+        schema=schema,
         item_sets={
             name: NpyAppender(work / f"{name}.items.npy", np.int32)
             for name in ("train", "val", "test")
@@ -305,11 +311,12 @@ def _split_buckets(
     offset = 0
     rng = np.random.default_rng([settings.seed, 1])
     for index in range(len(bounds) - 1):
-        path = folder / f"bucket-{index:05d}.parquet"
-        if not path.exists():
+        pieces = read_pieces(folder / f"{index:05d}")
+        if pieces is None:
             frame = pd.DataFrame({"user": [], "item": [], "time": [], "row": []}, dtype=np.int64)
         else:
-            frame = pq.read_table(path).to_pandas()
+            frame = pieces.to_pandas()
+        shutil.rmtree(folder / f"{index:05d}", ignore_errors=True)
         offset += process_bucket(
             frame,
             (int(bounds[index]), int(bounds[index + 1])),
@@ -329,15 +336,16 @@ def _shuffle(work: Path, writers: BucketWriters, settings: PrepareOptions) -> li
     (work / "train").mkdir()
     files: list[dict[str, Any]] = []
     carry: pa.Table | None = None
-    for index in range(len(writers.partitions)):
-        path = work / "partitions" / f"{index:05d}.parquet"
-        table = pq.read_table(path)
-        path.unlink()
+    for index in range(writers.num_partitions):
+        table = read_pieces(work / "partitions" / f"{index:05d}")
+        if table is None:
+            continue
+        shutil.rmtree(work / "partitions" / f"{index:05d}")
         order = np.random.default_rng([settings.seed, 2, index]).permutation(len(table))
         table = table.take(order)
         if carry is not None:
             table = pa.concat_tables([carry, table])
-        last = index == len(writers.partitions) - 1
+        last = index == writers.num_partitions - 1
         whole = len(table) if last else len(table) - len(table) % size
         carry = table.slice(whole)
         if whole:
@@ -346,5 +354,9 @@ def _shuffle(work: Path, writers: BucketWriters, settings: PrepareOptions) -> li
             metadata = pq.ParquetFile(work / name).metadata
             groups = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
             files.append({"file": name, "row_groups": groups})
-    shutil.rmtree(work / "partitions")
+    if carry is not None and len(carry):  # the last partitions were empty
+        name = f"train/part-{len(files):05d}.parquet"
+        pq.write_table(carry, work / name, row_group_size=size)
+        files.append({"file": name, "row_groups": [len(carry)]})
+    shutil.rmtree(work / "partitions", ignore_errors=True)
     return files

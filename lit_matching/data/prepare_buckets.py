@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,14 @@ from lit_matching.data.splits import SPLITS, Split
 from lit_matching.data.stored_sets import NpyAppender
 from lit_matching.data.tuples import HistoryLookup
 
-__all__ = ["BucketWriters", "process_bucket", "row_table"]
+__all__ = [
+    "BucketWriters",
+    "join_pieces",
+    "process_bucket",
+    "read_pieces",
+    "row_table",
+    "write_piece",
+]
 
 _PARTS = ("train", "val", "test")
 #: Parts a user's latest history draws from at each stage (as the in-memory path).
@@ -49,12 +57,13 @@ def _quiet_bucket_logs() -> Iterator[None]:
 class BucketWriters:
     """The files every bucket appends to, and the per-user and per-item counts so far."""
 
-    folder: Any
+    folder: Path
     num_users: int
     num_items: int
     history_length: int
-    partitions: list[pq.ParquetWriter]
-    held_out: dict[str, pq.ParquetWriter]
+    partitions: Path  # a folder per partition, a piece per bucket
+    num_partitions: int
+    schema: pa.Schema  # of the row tables
     item_sets: dict[str, NpyAppender]
     histories: dict[str, NpyAppender] = field(default_factory=dict)
     user_counts: dict[str, np.ndarray] = field(default_factory=dict)
@@ -63,10 +72,27 @@ class BucketWriters:
 
     def close(self) -> None:
         """Close every writer (the ``.npy`` headers are written here)."""
-        for writer in [*self.partitions, *self.held_out.values()]:
-            writer.close()
         for appender in [*self.item_sets.values(), *self.histories.values()]:
             appender.close()
+
+
+def write_piece(folder: Path, number: int, table: pa.Table) -> None:
+    """Write ``table`` as piece ``number`` of ``folder`` (one file, closed at once)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, folder / f"{number:05d}.parquet")
+
+
+def join_pieces(folder: Path, path: Path, schema: pa.Schema) -> None:
+    """The pieces of ``folder``, in order, as the one file ``path`` (a piece at a time)."""
+    with pq.ParquetWriter(path, schema) as writer:
+        for piece in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
+            writer.write_table(pq.read_table(piece))
+
+
+def read_pieces(folder: Path) -> pa.Table | None:
+    """The pieces of ``folder`` in piece order, as one table (``None``: no piece)."""
+    paths = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    return pa.concat_tables([pq.read_table(path) for path in paths]) if paths else None
 
 
 def row_table(
@@ -134,7 +160,7 @@ def process_bucket(
         kept = kept.drop(columns="row").assign(order=order_offset + np.arange(len(kept)))
         parts = _split_bucket(kept, split, split_options, bucket)
     _write_item_sets(parts, users, writers)
-    _write_rows(parts, users, writers, rng)
+    _write_rows(parts, users, writers, rng, bucket)
     return len(kept)
 
 
@@ -145,7 +171,7 @@ def _write_item_sets(parts: Split, users: tuple[int, int], writers: BucketWriter
         user, item = part.user.to_numpy(), part.item.to_numpy()
         order = np.lexsort((item, user))
         writers.item_sets[name].append(item[order])
-        counts = writers.user_counts.setdefault(name, np.zeros(writers.num_users, np.int64))
+        counts = writers.user_counts.setdefault(name, np.zeros(writers.num_users, np.int32))
         counts[first:stop] = np.bincount(user - first, minlength=stop - first)
     train_items = parts.train.item.to_numpy()
     if writers.item_counts is None:
@@ -154,7 +180,11 @@ def _write_item_sets(parts: Split, users: tuple[int, int], writers: BucketWriter
 
 
 def _write_rows(
-    parts: Split, users: tuple[int, int], writers: BucketWriters, rng: np.random.Generator
+    parts: Split,
+    users: tuple[int, int],
+    writers: BucketWriters,
+    rng: np.random.Generator,
+    bucket: int,
 ) -> None:
     length, pad = writers.history_length, writers.num_items
     histories: dict[str, np.ndarray | None] = dict.fromkeys(_PARTS)
@@ -172,12 +202,12 @@ def _write_rows(
     for name in ("val", "test"):
         part = getattr(parts, name)
         table = row_table(part.user.to_numpy(), part.item.to_numpy(), histories[name], length)
-        writers.held_out[name].write_table(table)
+        write_piece(writers.folder / "held_out" / name, bucket, table)
     train = parts.train
     table = row_table(train.user.to_numpy(), train.item.to_numpy(), histories["train"], length)
     # Each row goes to a random partition; prepare_shards shuffles each partition in memory.
-    target = rng.integers(len(writers.partitions), size=len(train))
-    for index in range(len(writers.partitions)):
+    target = rng.integers(writers.num_partitions, size=len(train))
+    for index in range(writers.num_partitions):
         chosen = np.flatnonzero(target == index)
         if chosen.size:
-            writers.partitions[index].write_table(table.take(chosen))
+            write_piece(writers.partitions / f"{index:05d}", bucket, table.take(chosen))

@@ -75,7 +75,7 @@ def test_prepare_errors_name_the_problem(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:
         prepare(monkeypatch, str(tmp_path / "log.tsv"), "--output", str(tmp_path / "out"))
     assert exit_info.value.code == 1
-    assert "no user column 'user_id'; the log has ['user', 'movie', 'timestamp']" in (
+    assert "log.tsv: no user column 'user_id'; it has ['user', 'movie', 'timestamp']" in (
         capsys.readouterr().err
     )
     with pytest.raises(SystemExit):
