@@ -3,7 +3,9 @@
 Synthetic power-law logs (generated here, never stored in the repository): item ids Zipf 1.3
 over ``--items`` (as ``bench_log_growth.py``), one user per 20 interactions whose activity
 follows a bounded power law (exponent ``--user-exponent``, default 0.6: the top 1 % of users
-hold about 15 % of the log, every user is active), timestamps in log order. Subcommands:
+hold about 15 % of the log, every user is active), timestamps in log order. Logs of at least
+10 interactions per item also hold every item once (the first of every ``interactions //
+items`` rows), so the catalogue, and with it the model, is the same at every size. Subcommands:
 
 * ``generate``: ``DIR/log_<n>.parquet`` (int64 ``user_id``, ``item_id``, ``timestamp``),
   written chunk by chunk with ``pyarrow.parquet.ParquetWriter`` (bounded memory).
@@ -120,6 +122,10 @@ def write_log(path: Path, interactions: int, args: argparse.Namespace) -> dict[s
 
     rng = np.random.default_rng(args.seed)
     users = max(interactions // USERS_PER, 1)
+    # With 10+ interactions per item, every item appears once at the first of every `stride`
+    # rows, so each log has the whole catalogue and the model is the same size at every size.
+    stride = interactions // args.items if interactions >= 10 * args.items else 0
+    catalogue = rng.permutation(args.items)
     ids = rng.permutation(users)  # the heaviest users spread over the ids
     activity = np.zeros(users, dtype=np.int64)
     schema = pa.schema([(name, pa.int64()) for name in ("user_id", "item_id", "timestamp")])
@@ -130,6 +136,11 @@ def write_log(path: Path, interactions: int, args: argparse.Namespace) -> dict[s
             ranks = user_ranks(rng, rows, users, args.user_exponent)
             activity += np.bincount(ranks, minlength=users)
             items = zipf_items(rng, rows, args.items)
+            if stride:
+                first = -(-start // stride) * stride
+                at = np.arange(first, start + rows, stride)
+                at = at[at // stride < args.items]
+                items[at - start] = catalogue[at // stride]
             columns = [ids[ranks], items, np.arange(start, start + rows)]
             writer.write_table(pa.Table.from_arrays(columns, schema=schema))
     partial.replace(path)  # a run cut short leaves no log that looks complete

@@ -70,8 +70,6 @@ class PreparedShards:
     user_vocab: IdVocabulary
     item_vocab: IdVocabulary
     train_items: StoredItemSets
-    val_items: StoredItemSets
-    test_items: StoredItemSets
     item_counts: np.ndarray
     feature_tables: dict[str, FeatureTable | None] = field(default_factory=dict)
 
@@ -103,11 +101,18 @@ class PreparedShards:
             IdVocabulary(pd.Index(pd.read_parquet(folder / f"{side}.parquet")["id"]))
             for side in ("users", "items")
         )
-        train, val, test = (
-            StoredItemSets.load(folder, part, len(items)) for part in ("train", "val", "test")
-        )
-        counts = np.load(folder / "item_counts.npy")
-        return cls(folder, meta, users, items, train, val, test, counts)
+        train = StoredItemSets.load(folder, "train", len(items))
+        return cls(folder, meta, users, items, train, np.load(folder / "item_counts.npy"))
+
+    @cached_property
+    def val_items(self) -> StoredItemSets:
+        """Each user's validation items (loaded on first use: training never reads them)."""
+        return StoredItemSets.load(self.folder, "val", len(self.item_vocab))
+
+    @cached_property
+    def test_items(self) -> StoredItemSets:
+        """Each user's test items (loaded on first use)."""
+        return StoredItemSets.load(self.folder, "test", len(self.item_vocab))
 
     @property
     def history_length(self) -> int:
