@@ -300,3 +300,16 @@ def test_a_folder_of_files_is_one_log_in_file_order(tmp_path):
     users = np.arange(in_memory.num_users)
     got, expected = streamed.user_features("test", users), in_memory.user_features("test", users)
     assert torch.equal(got["history"], expected["history"])
+
+
+def test_side_features_are_encoded_for_the_prepared_vocabulary(log_file, shards):
+    from lit_matching import Categorical
+
+    items = pd.DataFrame({"item_id": np.arange(200), "kind": [f"k{i % 3}" for i in range(200)]})
+    args = dict(item_side_features=items, item_feature_specs=[Categorical("kind")])
+    streamed = MatchingDataModule(interactions=shards, **args).item_feature_table
+    in_memory = MatchingDataModule(interactions=log_file, **args).item_feature_table
+    assert streamed is not None and in_memory is not None
+    got, expected = streamed.columns["kind"], in_memory.columns["kind"]
+    assert got.categories == expected.categories
+    assert torch.equal(got.codes, expected.codes)
