@@ -6,7 +6,8 @@
 split. In memory stay the vocabularies and, per user, the row pointer of the training items
 (8 bytes; validation and test ones load on first use) and the sampler's free mass (16 bytes);
 per interaction only the training items, 4 bytes each, memory-mapped (shared by the processes
-of a machine) to reject negatives that are positives. Rows and their histories are read from disk batch by batch.
+of a machine) to reject negatives that are positives. Rows and their histories are read from
+disk batch by batch.
 
 :class:`ShardBatches` streams the training rows. Epoch ``e`` permutes the row groups from
 ``(seed, e)``; rank ``r`` of ``W`` takes every ``W``-th of them (the same number per rank:

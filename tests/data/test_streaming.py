@@ -281,7 +281,7 @@ def test_bad_logs_are_named(tmp_path):
     with pytest.raises(ValueError, match="column 'user_id' has a missing id at row 2"):
         prepare_shards(tmp_path / "nulls.csv", tmp_path / "out", progress=False)
     log.dropna().to_parquet(tmp_path / "log.parquet")
-    with pytest.raises(ValueError, match="log.parquet: no item column 'item'; it has"):
+    with pytest.raises(ValueError, match=r"log\.parquet: no item column 'item'; it has"):
         prepare_shards(tmp_path / "log.parquet", tmp_path / "out", item_col="item", progress=False)
     assert not (tmp_path / "out").exists()  # nothing half-written
 
