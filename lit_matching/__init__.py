@@ -43,6 +43,7 @@ _PUBLIC = {
     "Retriever": "lit_matching.serving.retriever",
     "FeatureTower": "lit_matching.towers.feature",
     "IDEmbeddingTower": "lit_matching.towers.id",
+    "IDHistoryTower": "lit_matching.towers.id_history",
     "MultiInterestTower": "lit_matching.towers.multi_interest",
     "GRUTower": "lit_matching.towers.sequence",
     "HistoryPoolingTower": "lit_matching.towers.sequence",
@@ -76,6 +77,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
     from lit_matching.serving.retriever import Retriever
     from lit_matching.towers.feature import FeatureTower
     from lit_matching.towers.id import IDEmbeddingTower
+    from lit_matching.towers.id_history import IDHistoryTower
     from lit_matching.towers.multi_interest import MultiInterestTower
     from lit_matching.towers.sequence import GRUTower, HistoryPoolingTower, SelfAttentionTower
 
@@ -89,6 +91,7 @@ __all__ = [
     "GRUTower",
     "HistoryPoolingTower",
     "IDEmbeddingTower",
+    "IDHistoryTower",
     "ListwiseMatching",
     "MatchingDataModule",
     "MatchingModule",

@@ -89,6 +89,30 @@ def test_sequence_config_fills_tower_sizes_from_the_data(tmp_path, monkeypatch, 
     assert (tmp_path / "lit_matching_runs" / "sequence" / "version_0" / "retriever").is_dir()
 
 
+def test_id_history_tower_gets_both_vocabulary_sizes(tmp_path, monkeypatch, capsys):
+    # SimpleX's user tower reads user ids and item histories: the CLI fills both sizes.
+    monkeypatch.chdir(tmp_path)
+    tower = ["--model.user_tower=lit_matching.IDHistoryTower", "--model.user_tower.init_args."]
+    cli = run_cli(
+        [
+            "fit",
+            "--config",
+            "sequence",
+            tower[0],
+            tower[1] + "embedding_dim=64",
+            tower[1] + "aggregation=attention",
+            tower[1] + "learn_id_weight=true",
+            *SMALL,
+        ]
+    )
+    assert "ListwiseMatching (cosine)" in capsys.readouterr().out
+    users = cli.model.user_tower
+    assert type(users).__name__ == "IDHistoryTower" and users.learn_id_weight
+    assert (users.num_users, users.num_items) == (671, 9066)
+    assert users.user_embedding.num_embeddings == 671
+    assert (tmp_path / "lit_matching_runs" / "sequence" / "version_0" / "retriever").is_dir()
+
+
 def test_config_names_resolve_to_packaged_files(tmp_path):
     own = tmp_path / "own.yaml"
     own.write_text("{}")

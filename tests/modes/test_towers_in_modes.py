@@ -13,6 +13,7 @@ from lit_matching import (
     GRUTower,
     HistoryPoolingTower,
     IDEmbeddingTower,
+    IDHistoryTower,
     MatchingDataModule,
     MultiInterestTower,
     Numeric,
@@ -54,6 +55,9 @@ def user_tower(kind, dm, item_tower):
             history_tower=HistoryPoolingTower(dm.num_items, DIM, item_embedding=shared),
         ),
         "id": lambda: IDEmbeddingTower(dm.num_users, DIM),
+        "id_history": lambda: IDHistoryTower(
+            dm.num_users, dm.num_items, DIM, aggregation="attention", item_embedding=shared
+        ),
         "pooling": lambda: HistoryPoolingTower(dm.num_items, DIM, item_embedding=shared),
         "gru": lambda: GRUTower(dm.num_items, DIM, item_embedding=shared),
         "attention": lambda: SelfAttentionTower(
@@ -79,7 +83,17 @@ def mean_loss(model, batches):
 @pytest.mark.parametrize("mode", list(MODULES))
 @pytest.mark.parametrize(
     "kind",
-    ["id", "pooling", "gru", "attention", "multi_interest", "routing", "dssm", "youtubednn"],
+    [
+        "id",
+        "id_history",
+        "pooling",
+        "gru",
+        "attention",
+        "multi_interest",
+        "routing",
+        "dssm",
+        "youtubednn",
+    ],
 )
 def test_tower_trains_in_mode(small_log, mode, kind):
     pl.seed_everything(0)

@@ -22,6 +22,7 @@ from lit_matching import (
     GRUTower,
     HistoryPoolingTower,
     IDEmbeddingTower,
+    IDHistoryTower,
     ListwiseMatching,
     MatchingDataModule,
     MultiCategorical,
@@ -66,12 +67,14 @@ def user_tower(name: str, dm: MatchingDataModule) -> torch.nn.Module:
         return MultiInterestTower(dm.num_items, DIM, num_interests=3)
     if name == "id":
         return IDEmbeddingTower(dm.num_users, DIM)
+    if name == "simplex":  # id vector + attention over the history; unknown ids: history alone
+        return IDHistoryTower(dm.num_users, dm.num_items, DIM, aggregation="attention")
     # YouTubeDNN: user features + pooled history
     history = HistoryPoolingTower(dm.num_items, 6)
     return FeatureTower(dm.user_feature_table, DIM, feature_dim=4, history_tower=history)
 
 
-@pytest.fixture(scope="module", params=["gru", "multi-interest", "youtubednn", "id"])
+@pytest.fixture(scope="module", params=["gru", "multi-interest", "youtubednn", "id", "simplex"])
 def served(request, tmp_path_factory):
     """(name, module, datamodule, loaded retriever) for each user tower."""
     torch.manual_seed(0)

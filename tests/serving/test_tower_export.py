@@ -16,6 +16,7 @@ from lit_matching.serving.onnx_tower import OnnxTower
 from lit_matching.serving.tower_export import export_tower, tower_input_names
 from lit_matching.towers.feature import FeatureTower
 from lit_matching.towers.id import IDEmbeddingTower
+from lit_matching.towers.id_history import IDHistoryTower
 from lit_matching.towers.multi_interest import MultiInterestTower
 from lit_matching.towers.sequence import (
     GRUTower,
@@ -43,6 +44,17 @@ TOWERS = {
     "pooling sum": (lambda: HistoryPoolingTower(NUM_ITEMS, DIM, pooling="sum"), True, 6),
     "pooling max + mlp": (
         lambda: HistoryPoolingTower(NUM_ITEMS, DIM, pooling="max", hidden_dims=(16,)),
+        True,
+        6,
+    ),
+    "id + history mean (simplex)": (lambda: IDHistoryTower(6, NUM_ITEMS, DIM), True, 6),
+    "id + history attention, learned g": (
+        lambda: IDHistoryTower(6, NUM_ITEMS, DIM, aggregation="attention", learn_id_weight=True),
+        True,
+        6,
+    ),
+    "id + history user attention": (
+        lambda: IDHistoryTower(6, NUM_ITEMS, DIM, aggregation="user_attention"),
         True,
         6,
     ),
