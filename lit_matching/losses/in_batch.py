@@ -221,8 +221,9 @@ def in_batch_cosine_contrastive_loss(
         >>> in_batch_cosine_contrastive_loss(eye, eye, ids, ids, margin=-0.5, negative_weight=2.0)
         tensor(1.)
     """
-    scores = in_batch_logits(queries, candidates, candidate_ids, positive_ids, offset, 1.0, None,
-                             similarity)
+    scores = in_batch_logits(
+        queries, candidates, candidate_ids, positive_ids, offset, 1.0, None, similarity
+    )
     own = scores.diagonal(offset).clone()
     scores.diagonal(offset).fill_(float("-inf"))  # in place: the positive is no negative
     return cosine_contrastive_loss(own, scores, margin, negative_weight)

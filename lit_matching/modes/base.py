@@ -13,7 +13,10 @@ module                      batch (from ``MatchingDataModule``)    loss
 ==========================  =====================================  ==========================
 
 With ``in_batch_negatives``, :class:`ListwiseMatching`'s loss is
-:func:`~lit_matching.losses.in_batch.in_batch_softmax_loss`.
+:func:`~lit_matching.losses.in_batch.in_batch_softmax_loss`; with
+``loss="cosine_contrastive"`` it is SimpleX's
+:func:`~lit_matching.losses.objectives.cosine_contrastive_loss` (in-batch:
+:func:`~lit_matching.losses.in_batch.in_batch_cosine_contrastive_loss`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""List-wise training over a positive and negatives: softmax cross-entropy, or SimpleX's margin loss."""
+"""List-wise training over a positive and negatives: softmax, or SimpleX's margin loss."""
 
 from __future__ import annotations
 

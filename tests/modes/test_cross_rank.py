@@ -19,7 +19,9 @@ CASES = {
     "in_batch_streamed_log_q": {"log_q_correction": True, "frequency_buckets": 64},
     "in_batch_learned_temperature": {"log_q_correction": True, "learn_temperature": True},
     "in_batch_cosine_contrastive": {
-        "loss": "cosine_contrastive", "margin": -0.2, "negative_weight": 3.0,
+        "loss": "cosine_contrastive",
+        "margin": -0.2,
+        "negative_weight": 3.0,
     },
 }
 

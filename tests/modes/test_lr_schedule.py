@@ -79,7 +79,7 @@ def test_bad_schedules_are_refused(small_log):
     model = ListwiseMatching(
         IDEmbeddingTower(dm.num_users, 8), IDEmbeddingTower(dm.num_items, 8), lr_schedule="cosine"
     )
-    with pytest.raises(ValueError, match="set trainer.max_steps or trainer.max_epochs"):
+    with pytest.raises(ValueError, match=r"set trainer\.max_steps or trainer\.max_epochs"):
         quiet_trainer(max_epochs=-1, limit_val_batches=0).fit(model, dm)
 
 
