@@ -26,6 +26,7 @@ _PUBLIC = {
     "read_interactions": "lit_matching.data.readers",
     "bce_loss": "lit_matching.losses.objectives",
     "bpr_loss": "lit_matching.losses.objectives",
+    "cosine_contrastive_loss": "lit_matching.losses.objectives",
     "softmax_loss": "lit_matching.losses.objectives",
     "Cosine": "lit_matching.losses.similarity",
     "Dot": "lit_matching.losses.similarity",
@@ -60,7 +61,12 @@ if TYPE_CHECKING:  # what type checkers and editors see
     from lit_matching.data.features import Categorical, FeatureTable, MultiCategorical, Numeric
     from lit_matching.data.movielens import load_movielens_small, load_movielens_small_movies
     from lit_matching.data.readers import read_interactions
-    from lit_matching.losses.objectives import bce_loss, bpr_loss, softmax_loss
+    from lit_matching.losses.objectives import (
+        bce_loss,
+        bpr_loss,
+        cosine_contrastive_loss,
+        softmax_loss,
+    )
     from lit_matching.losses.similarity import Cosine, Dot, Euclidean, Similarity, get_similarity
     from lit_matching.modes import (
         ListwiseMatching,
@@ -108,6 +114,7 @@ __all__ = [
     "__version__",
     "bce_loss",
     "bpr_loss",
+    "cosine_contrastive_loss",
     "evaluate_retrieval",
     "export_retriever",
     "get_similarity",

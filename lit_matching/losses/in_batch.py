@@ -14,7 +14,10 @@ The loss is built from one-job pieces that work in place on the ``(B, M)`` logit
   (another row's positive or a sampled negative equal to it), the own column excepted;
 * :func:`in_batch_logits` composes them with the scaled similarity matrix;
 * :func:`in_batch_softmax_loss` is the cross-entropy of those logits with the own column as
-  the target.
+  the target;
+* :func:`in_batch_cosine_contrastive_loss` is SimpleX's margin loss
+  (:func:`~lit_matching.losses.objectives.cosine_contrastive_loss`) over the same candidates,
+  on the scores themselves (no temperature, no log-Q correction).
 
 Requirements: ``queries`` ``(B, d)`` and ``candidates`` ``(M, d)`` scored by ``similarity``
 (already prepared, e.g. L2-normalised for cosine: pass the similarity's
@@ -32,11 +35,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lit_matching.losses.objectives import check_temperature
+from lit_matching.losses.objectives import check_temperature, cosine_contrastive_loss
 from lit_matching.losses.similarity import Similarity, get_similarity
 
 __all__ = [
     "correct_sampling_bias_",
+    "in_batch_cosine_contrastive_loss",
     "in_batch_logits",
     "in_batch_softmax_loss",
     "remove_accidental_hits_",
@@ -186,3 +190,40 @@ def in_batch_softmax_loss(
     )
     own = torch.arange(offset, offset + len(logits), device=logits.device)
     return F.cross_entropy(logits, own)
+
+
+def in_batch_cosine_contrastive_loss(
+    queries: Tensor,
+    candidates: Tensor,
+    candidate_ids: Tensor,
+    positive_ids: Tensor,
+    offset: int = 0,
+    margin: float = 0.9,
+    negative_weight: float = 150.0,
+    similarity: Similarity | str = "dot",
+) -> Tensor:
+    """SimpleX's cosine contrastive loss with the batch's candidates as each row's negatives.
+
+    Row ``b``'s positive is column ``offset + b``; its negatives are every other column except
+    accidental hits (candidates equal to its positive item), which are left out of the mean
+    over negatives. The other arguments are those of :func:`in_batch_logits`; pass unit
+    vectors scored by ``"dot"`` (or ``"cosine"``) for the cosines the margin is meant for.
+
+    Returns:
+        The mean over rows, a scalar.
+
+    Example:
+        Two orthogonal rows, each its own positive (cosine 1, no cost) and the other's
+        negative at cosine 0: with margin -0.5 each negative costs 0.5, weighted by 2: 1.0.
+
+        >>> eye = torch.eye(2)
+        >>> ids = torch.tensor([3, 4])
+        >>> in_batch_cosine_contrastive_loss(eye, eye, ids, ids, margin=-0.5, negative_weight=2.0)
+        tensor(1.)
+    """
+    scores = in_batch_logits(
+        queries, candidates, candidate_ids, positive_ids, offset, 1.0, None, similarity
+    )
+    own = scores.diagonal(offset).clone()
+    scores.diagonal(offset).fill_(float("-inf"))  # in place: the positive is no negative
+    return cosine_contrastive_loss(own, scores, margin, negative_weight)

@@ -7,7 +7,8 @@ probabilities.
 
 * point-wise: :func:`bce_loss`, binary cross-entropy of ``(user, item, label)`` scores;
 * pair-wise: :func:`bpr_loss`, Bayesian personalised ranking of positive over negative;
-* list-wise: :func:`softmax_loss`, sampled-softmax cross-entropy with the positive in column 0.
+* list-wise: :func:`softmax_loss`, sampled-softmax cross-entropy with the positive in column 0,
+  and :func:`cosine_contrastive_loss`, SimpleX's margin loss on cosine scores (no temperature).
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["bce_loss", "bpr_loss", "check_temperature", "softmax_loss"]
+__all__ = [
+    "bce_loss",
+    "bpr_loss",
+    "check_temperature",
+    "cosine_contrastive_loss",
+    "softmax_loss",
+]
 
 
 def check_temperature(temperature: float | Tensor) -> None:
@@ -106,3 +113,48 @@ def softmax_loss(logits: Tensor, temperature: float | Tensor = 1.0) -> Tensor:
     masked = torch.isneginf(logits)
     scaled = (logits.masked_fill(masked, 0.0) / temperature).masked_fill(masked, float("-inf"))
     return F.cross_entropy(scaled, target)
+
+
+def cosine_contrastive_loss(
+    pos_scores: Tensor, neg_scores: Tensor, margin: float = 0.9, negative_weight: float = 150.0
+) -> Tensor:
+    """SimpleX's cosine contrastive loss: pull the positive to 1, push negatives below a margin.
+
+    ``loss_b = (1 - s_b,pos) + negative_weight * mean_j max(0, s_b,j - margin)``, averaged
+    over the rows (Mao et al., "SimpleX: A Simple and Strong Baseline for Collaborative
+    Filtering", CIKM 2021). Meant for cosine scores in ``[-1, 1]``: only negatives scoring above
+    ``margin`` are pushed, so a high margin ignores the many easy ones, and ``negative_weight``
+    balances their term against the positive's. No temperature and no softmax: every negative
+    counts on its own. Negatives scored ``-inf`` (masked, e.g. accidental hits) drop out of the
+    mean, which runs over each row's remaining negatives (a row with none has no negative
+    term).
+
+    Args:
+        pos_scores: ``(B,)`` score of each row's positive.
+        neg_scores: ``(B, N)`` scores of the row's negatives; ``-inf`` for masked ones.
+        margin: Negatives scoring at most this much cost nothing.
+        negative_weight: Weight of the mean negative term against the positive term.
+
+    Returns:
+        The mean over rows, a scalar.
+
+    Example:
+        A positive at 0.5 costs 0.5; of the negatives (0.95, 0.2, masked) only 0.95 passes the
+        margin 0.9, by 0.05, averaged over the 2 unmasked ones and weighted by 10: 0.25.
+
+        >>> neg = torch.tensor([[0.95, 0.2, float("-inf")]])
+        >>> round(cosine_contrastive_loss(torch.tensor([0.5]), neg, 0.9, 10.0).item(), 4)
+        0.75
+    """
+    if negative_weight < 0:
+        raise ValueError(f"negative_weight has to be non-negative, got {negative_weight}")
+    if neg_scores.dim() != 2 or pos_scores.shape != neg_scores.shape[:1]:
+        raise ValueError(
+            f"expected pos_scores (B,) and neg_scores (B, N), got {tuple(pos_scores.shape)} "
+            f"and {tuple(neg_scores.shape)}"
+        )
+    valid = ~torch.isneginf(neg_scores)
+    # where(), not relu(-inf): a masked column has neither a value nor a gradient.
+    excess = torch.where(valid, F.relu(neg_scores - margin), neg_scores.new_zeros(()))
+    per_row = excess.sum(dim=1) / valid.sum(dim=1).clamp(min=1)
+    return (1.0 - pos_scores).mean() + negative_weight * per_row.mean()

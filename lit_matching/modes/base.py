@@ -13,7 +13,10 @@ module                      batch (from ``MatchingDataModule``)    loss
 ==========================  =====================================  ==========================
 
 With ``in_batch_negatives``, :class:`ListwiseMatching`'s loss is
-:func:`~lit_matching.losses.in_batch.in_batch_softmax_loss`.
+:func:`~lit_matching.losses.in_batch.in_batch_softmax_loss`; with
+``loss="cosine_contrastive"`` it is SimpleX's
+:func:`~lit_matching.losses.objectives.cosine_contrastive_loss` (in-batch:
+:func:`~lit_matching.losses.in_batch.in_batch_cosine_contrastive_loss`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from lit_matching.losses.similarity import SimilarityName, get_similarity
+from lit_matching.modes.schedule import ScheduleName, check_schedule, scheduler_config
 from lit_matching.modes.sparse import check_sparse_gradients, clip_gradients_, sparse_tables
 from lit_matching.towers.id import Features, as_features
 from lit_matching.utils.allocator import reuse_freed_memory
@@ -54,6 +58,15 @@ class MatchingModule(pl.LightningModule):
         weight_decay: Adam L2 penalty (not applied to the temperature, nor to sparse tables).
         sparse_embeddings: Train the towers' embedding tables with sparse gradients and
             :class:`torch.optim.SparseAdam` (see below); default: dense, one fused Adam.
+        lr_schedule: ``"constant"`` (default), ``"cosine"`` or ``"linear"`` decay of the
+            learning rate over the run's optimiser steps (:mod:`lit_matching.modes.schedule`).
+        warmup_steps: Linear warm-up of the learning rate over this many first steps.
+
+    **Learning-rate schedule and weight decay** come from the config:
+    ``--model.init_args.lr_schedule cosine --model.init_args.warmup_steps 500
+    --model.init_args.weight_decay 1e-6``. The module builds its optimisers itself (for the
+    sparse tables), so LightningCLI's ``--optimizer`` / ``--lr_scheduler`` are not offered;
+    the schedule is stepped every optimiser step and steers the sparse tables too.
 
     Training stops with a :class:`FloatingPointError` naming the step when a loss is not
     finite (on every rank under DDP), and warns at the start of fitting when the temperature
@@ -104,6 +117,8 @@ class MatchingModule(pl.LightningModule):
         learning_rate: float = 1e-3,
         weight_decay: float = 0.0,
         sparse_embeddings: bool = False,
+        lr_schedule: ScheduleName = "constant",
+        warmup_steps: int = 0,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["user_tower", "item_tower"])
@@ -122,7 +137,10 @@ class MatchingModule(pl.LightningModule):
         self.similarity = get_similarity(similarity)
         # Losses score encode_* outputs, which are prepared already.
         self._scores = self.similarity.on_prepared()
+        check_schedule(lr_schedule, warmup_steps)
         self.learning_rate = learning_rate
+        self.lr_schedule = lr_schedule
+        self.warmup_steps = warmup_steps
         self.weight_decay = weight_decay
         self._fixed_temperature = temperature
         self._log_temperature_range = (math.log(low), math.log(high)) if learn_temperature else None
@@ -325,7 +343,11 @@ class MatchingModule(pl.LightningModule):
             for optimizer, state in zip(self._extra_optimizers, self._extra_states, strict=True):
                 optimizer.load_state_dict(state)
             self._extra_states = None
-        return optimizers[0]
+        total = self.trainer.estimated_stepping_batches if self._trainer is not None else math.inf
+        schedule = scheduler_config(optimizers[0], self.lr_schedule, self.warmup_steps, total)
+        if schedule is None:
+            return optimizers[0]
+        return {"optimizer": optimizers[0], "lr_scheduler": schedule}
 
     def _check_sparse_settings(self) -> None:
         if self._precision_dtype() == torch.float16:

@@ -1,21 +1,28 @@
-"""List-wise training: softmax cross-entropy over a positive and negatives, with a temperature."""
+"""List-wise training over a positive and negatives: softmax, or SimpleX's margin loss."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 from typing_extensions import override
 
 from lit_matching.losses.gather import RankGather
-from lit_matching.losses.in_batch import in_batch_logits, in_batch_softmax_loss
+from lit_matching.losses.in_batch import (
+    in_batch_cosine_contrastive_loss,
+    in_batch_logits,
+    in_batch_softmax_loss,
+)
 from lit_matching.losses.logq import StreamingFrequency, log_expected_count
-from lit_matching.losses.objectives import softmax_loss
+from lit_matching.losses.objectives import cosine_contrastive_loss, softmax_loss
 from lit_matching.losses.similarity import SimilarityName
 from lit_matching.modes.base import MatchingModule
+from lit_matching.modes.schedule import ScheduleName
 
-__all__ = ["ListwiseMatching"]
+__all__ = ["ListwiseLoss", "ListwiseMatching"]
+
+ListwiseLoss = Literal["softmax", "cosine_contrastive"]
 
 
 class ListwiseMatching(MatchingModule):
@@ -37,6 +44,19 @@ class ListwiseMatching(MatchingModule):
     ``log E[count]`` of each negative among the row's negatives, under the mixture of the
     batch's sources, from its logit. ``docs/benchmarks.md`` ("Negatives and log-Q correction")
     compares the choices on the embedded MovieLens data.
+
+    **Cosine contrastive loss** (``loss="cosine_contrastive"``, SimpleX, Mao et al. CIKM 2021):
+    instead of the softmax, each row costs ``(1 - cos(u, pos)) + negative_weight *
+    mean_j max(0, cos(u, neg_j) - margin)``
+    (:func:`~lit_matching.losses.objectives.cosine_contrastive_loss`) over the same negatives
+    as above (sampled, or with ``in_batch_negatives`` the global batch's candidates, gathered
+    across ranks), accidental hits left out of the mean, sampled negatives included. It needs
+    ``similarity="cosine"`` and ignores the temperature (a learned one is refused). The paper's
+    Gowalla setting is ``margin`` 0.9 and ``negative_weight`` 150 with 1000 negatives. Log-Q
+    correction does not apply: it corrects the softmax's normaliser, estimated from a biased
+    sample, and a margin loss has none (each negative is a separate hinge; how often an item
+    is drawn only weights how often it is pushed). ``log_q_correction=True`` is refused, and
+    the default ``None`` means off for this loss.
 
     Args:
         user_tower: Maps user features (``{"ids": ...}`` and, from the data, e.g.
@@ -63,6 +83,11 @@ class ListwiseMatching(MatchingModule):
         weight_decay: Adam L2 penalty.
         sparse_embeddings: Sparse gradients and ``SparseAdam`` for the embedding tables; see
             :class:`MatchingModule`.
+        lr_schedule: Learning-rate schedule; see :class:`MatchingModule`.
+        warmup_steps: Linear warm-up steps of the schedule.
+        loss: ``"softmax"`` (default) or ``"cosine_contrastive"`` (see above).
+        margin: Cosine above which a negative costs (``"cosine_contrastive"`` only).
+        negative_weight: Weight of the negatives' mean hinge (``"cosine_contrastive"`` only).
 
     Example:
         >>> from lit_matching.towers.id import IDEmbeddingTower
@@ -91,6 +116,11 @@ class ListwiseMatching(MatchingModule):
         learning_rate: float = 1e-3,
         weight_decay: float = 0.0,
         sparse_embeddings: bool = False,
+        lr_schedule: ScheduleName = "constant",
+        warmup_steps: int = 0,
+        loss: ListwiseLoss = "softmax",
+        margin: float = 0.9,
+        negative_weight: float = 150.0,
     ):
         super().__init__(
             user_tower,
@@ -102,7 +132,13 @@ class ListwiseMatching(MatchingModule):
             learning_rate,
             weight_decay,
             sparse_embeddings,
+            lr_schedule,
+            warmup_steps,
         )
+        self._check_loss(loss, negative_weight, log_q_correction, frequency_buckets)
+        self.loss = loss
+        self.margin = margin
+        self.negative_weight = negative_weight
         if frequency_buckets is not None and not in_batch_negatives:
             raise ValueError(
                 "frequency_buckets estimates in-batch frequencies: it needs in_batch_negatives=True"
@@ -114,6 +150,32 @@ class ListwiseMatching(MatchingModule):
         )
         self._negative_sampler: str | None = None
 
+    def _check_loss(
+        self,
+        loss: str,
+        negative_weight: float,
+        log_q_correction: bool | None,
+        frequency_buckets: int | None,
+    ) -> None:
+        if loss == "softmax":
+            return
+        if loss != "cosine_contrastive":
+            raise ValueError(f"unknown loss {loss!r}; expected 'softmax' or 'cosine_contrastive'")
+        if self.similarity.name != "cosine":
+            raise ValueError(
+                f"loss='cosine_contrastive' puts its margin on cosines: it needs "
+                f"similarity='cosine', got {self.similarity.name!r}"
+            )
+        if self.log_temperature is not None:
+            raise ValueError("loss='cosine_contrastive' has no temperature to learn")
+        if negative_weight < 0:
+            raise ValueError(f"negative_weight has to be non-negative, got {negative_weight}")
+        if log_q_correction or frequency_buckets is not None:
+            raise ValueError(
+                "log-Q correction (log_q_correction=True or frequency_buckets) corrects the "
+                "softmax's normaliser; loss='cosine_contrastive' has none: leave them unset"
+            )
+
     @override
     def setup(self, stage: str) -> None:
         """Note the datamodule's ``negative_sampler``, which the default log-Q rule follows."""
@@ -122,6 +184,8 @@ class ListwiseMatching(MatchingModule):
         self._negative_sampler = sampler if isinstance(sampler, str) else None
 
     def _corrects(self, batch: dict[str, Tensor]) -> bool:
+        if self.loss == "cosine_contrastive":
+            return False
         if self.log_q_correction is not None:
             return self.log_q_correction
         if self.in_batch_negatives:
@@ -236,8 +300,27 @@ class ListwiseMatching(MatchingModule):
 
     @override
     def compute_loss(self, batch: dict[str, Tensor]) -> Tensor:
+        if self.loss == "cosine_contrastive":
+            return self._cosine_contrastive_loss(batch)
         if not self.in_batch_negatives:
             return softmax_loss(self.logits(batch), self.temperature)
         # The loss of logits(batch) without its (B, 1 + M) copies.
         users, pos_items, neg_items = self._encode(batch)
         return in_batch_softmax_loss(**self._in_batch_inputs(batch, users, pos_items, neg_items))
+
+    def _cosine_contrastive_loss(self, batch: dict[str, Tensor]) -> Tensor:
+        """SimpleX's loss over the row's negatives, accidental hits left out."""
+        if not self.in_batch_negatives:
+            scores = self.logits(batch)
+            hits = batch["neg_items"] == batch["pos_items"].unsqueeze(1)
+            negatives = scores[:, 1:].masked_fill(hits, float("-inf"))
+            return cosine_contrastive_loss(
+                scores[:, 0], negatives, self.margin, self.negative_weight
+            )
+        users, pos_items, neg_items = self._encode(batch)
+        inputs = self._in_batch_inputs(batch, users, pos_items, neg_items)
+        for unused in ("temperature", "log_expected_counts"):
+            del inputs[unused]
+        return in_batch_cosine_contrastive_loss(
+            **inputs, margin=self.margin, negative_weight=self.negative_weight
+        )

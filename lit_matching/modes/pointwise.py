@@ -28,6 +28,8 @@ class PointwiseMatching(MatchingModule):
         weight_decay: Adam L2 penalty.
         sparse_embeddings: Sparse gradients and ``SparseAdam`` for the embedding tables; see
             :class:`MatchingModule`.
+        lr_schedule: Learning-rate schedule; see :class:`MatchingModule`.
+        warmup_steps: Linear warm-up steps of the schedule.
 
     Example:
         >>> from lit_matching.towers.id import IDEmbeddingTower

@@ -18,6 +18,11 @@ CASES = {
     "in_batch_log_q": {"log_q_correction": True},
     "in_batch_streamed_log_q": {"log_q_correction": True, "frequency_buckets": 64},
     "in_batch_learned_temperature": {"log_q_correction": True, "learn_temperature": True},
+    "in_batch_cosine_contrastive": {
+        "loss": "cosine_contrastive",
+        "margin": -0.2,
+        "negative_weight": 3.0,
+    },
 }
 
 
@@ -101,10 +106,11 @@ def test_two_ranks_equal_one_rank(two_ranks, case):
         assert grad.abs().sum() > 0 or key == "log_temperature"
 
 
-def test_the_comparison_can_fail(two_ranks):
+@pytest.mark.parametrize("case", ["in_batch_log_q", "in_batch_cosine_contrastive"])
+def test_the_comparison_can_fail(two_ranks, case):
     # Without the gather, each rank would contrast with its own half only: a different loss.
-    model = make_model(log_q_correction=True)
+    model = make_model(**CASES[case])
     batch = global_batch()
     halves = [{k: v[:4] for k, v in batch.items()}, {k: v[4:] for k, v in batch.items()}]
     local_only = sum(model.compute_loss(half).item() for half in halves) / 2
-    assert two_ranks["in_batch_log_q"]["loss"] != pytest.approx(local_only, rel=1e-3)
+    assert two_ranks[case]["loss"] != pytest.approx(local_only, rel=1e-3)
