@@ -132,11 +132,11 @@ class TrialPruning(pl.Callback):
         """Report the epoch's value; ask the pruner; stop the trainer if it says so."""
         if trainer.sanity_checking:
             return
-        value = trainer.callback_metrics.get(self.monitor)
-        if value is None:
-            logged = sorted(k for k in trainer.callback_metrics if k.startswith("val"))
-            raise ValueError(f"--metric {self.monitor!r} was not logged; validation logs {logged}")
-        value = float(value)
+        logged = trainer.callback_metrics.get(self.monitor)
+        if logged is None:
+            names = sorted(k for k in trainer.callback_metrics if k.startswith("val"))
+            raise ValueError(f"--metric {self.monitor!r} was not logged; validation logs {names}")
+        value = float(logged)
         epoch = trainer.current_epoch
         self.values.append(value)
         if math.isfinite(value) and (
@@ -205,6 +205,15 @@ def trial_curve(study: optuna.Study) -> list[tuple[int, float, str, float | None
 
     A pruned trial's value is its last reported one (not a candidate for the best); failed
     and running trials are left out. The best so far counts completed trials only.
+
+    Example:
+        >>> import optuna
+        >>> optuna.logging.set_verbosity(optuna.logging.WARNING)
+        >>> study = optuna.create_study(direction="maximize")
+        >>> for value in (0.2, 0.1, 0.3):
+        ...     study.add_trial(optuna.trial.create_trial(value=value))
+        >>> trial_curve(study)
+        [(0, 0.2, 'COMPLETE', 0.2), (1, 0.1, 'COMPLETE', 0.2), (2, 0.3, 'COMPLETE', 0.3)]
     """
     maximize = study.direction.name == "MAXIMIZE"
     curve, best = [], None
@@ -355,8 +364,11 @@ def tune_command(args: Sequence[str]) -> None:
     name = Path(options.config).name.removesuffix(".yaml")
     directory = Path(options.study_dir or Path("lit_matching_tune") / name)
     study = _open_study(optuna, directory, options, Path(base[1]).name)
-    print(f"tuning {name} by {options.metric} ({options.direction}) in {directory / 'study.db'}"
-          f": {len(study.trials)} trials so far, {options.trials} to run", flush=True)
+    print(
+        f"tuning {name} by {options.metric} ({options.direction}) in {directory / 'study.db'}"
+        f": {len(study.trials)} trials so far, {options.trials} to run",
+        flush=True,
+    )
     try:
         study.optimize(
             lambda trial: _run_trial(trial, base, space, options),

@@ -73,7 +73,9 @@ def _distribution(key: str, spec: Any) -> BaseDistribution:
     if kind == "categorical":
         choices = spec.get("choices")
         if not isinstance(choices, list) or not choices:
-            raise ValueError(f"{key}: categorical needs a non-empty list 'choices', got {choices!r}")
+            raise ValueError(
+                f"{key}: categorical needs a non-empty list 'choices', got {choices!r}"
+            )
         odd = [c for c in choices if c is not None and not isinstance(c, (bool, int, float, str))]
         if odd:
             raise ValueError(f"{key}: choices must be strings, numbers, booleans or null: {odd}")
@@ -104,8 +106,8 @@ def load_space(path: str | Path) -> dict[str, BaseDistribution]:
         >>> _ = (Path(folder) / "space.yaml").write_text(
         ...     "model.init_args.learning_rate: {type: float, low: 0.001, high: 0.1, log: true}"
         ... )
-        >>> load_space(Path(folder) / "space.yaml")
-        {'model.init_args.learning_rate': FloatDistribution(high=0.1, log=True, low=0.001, step=None)}
+        >>> load_space(Path(folder) / "space.yaml")["model.init_args.learning_rate"]
+        FloatDistribution(high=0.1, log=True, low=0.001, step=None)
     """
     import_optuna()
     text = Path(path).read_text()
