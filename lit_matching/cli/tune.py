@@ -234,6 +234,7 @@ def trial_curve(study: optuna.Study) -> list[tuple[int, float, str, float | None
 def plot_trials(study: optuna.Study, path: Path, metric: str) -> None:
     """Write a PNG of :func:`trial_curve`: each trial's value, and the best so far."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     curve = trial_curve(study)
     figure = Figure(figsize=(7, 4))
@@ -245,6 +246,7 @@ def plot_trials(study: optuna.Study, path: Path, metric: str) -> None:
     steps = [(n, b) for n, _, _, b in curve if b is not None]
     if steps:
         axes.step(*zip(*steps, strict=True), where="post", color="black", label="best so far")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("trial")
     axes.set_ylabel(metric)
     axes.set_title(f"{len(study.trials)} trials, {study.direction.name.lower()} {metric}")
