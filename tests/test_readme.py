@@ -8,7 +8,11 @@
   minutes), with synthetic stand-ins for ``DATA/ml-100k/...`` and ``my_log.parquet``;
   ``pip install`` and ``pytest`` must be what ``.ci/run`` runs (:data:`CI_COMMANDS`);
 * ``text`` blocks are outputs, compared with what the command that prints them prints
-  (:data:`TEXT_BLOCKS`).
+  (:data:`TEXT_BLOCKS`);
+* ``yaml`` blocks are packaged files, shown (:data:`YAML_BLOCKS`).
+
+``lit-matching tune`` runs one trial (``--trials 1``) plus :data:`SHORTER`, whatever the README
+asks for.
 
 W&B runs offline (``WANDB_MODE=offline``, as the README suggests), writing under a scratch folder.
 
@@ -34,7 +38,13 @@ import pytest
 import yaml
 
 from lit_matching import most_popular_metrics
-from lit_matching.cli import configs_command, prepare_command, recommend_command, run_cli
+from lit_matching.cli import (
+    configs_command,
+    prepare_command,
+    recommend_command,
+    run_cli,
+    tune_command,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -57,6 +67,8 @@ TEXT_BLOCKS = {
     "Command line": "test_readme_configs_listing_is_the_command_output",
 }
 MAIN_FIT = ["lit-matching", "fit"]
+#: Sections whose ``yaml`` block is a packaged file: the section -> the file.
+YAML_BLOCKS = {"Tuning": ROOT / "lit_matching" / "configs" / "spaces" / "listwise.yaml"}
 
 
 @dataclass(frozen=True)
@@ -208,6 +220,9 @@ def test_every_readme_block_is_covered():
         where = f"README.md:{block.line} ({block.section})"
         if block.language == "python":
             continue  # test_readme_python_blocks_run_in_order
+        if block.language == "yaml":
+            assert block.section in YAML_BLOCKS, f"{where}: a yaml block no test compares"
+            continue  # test_readme_yaml_blocks_are_the_packaged_files
         if block.language == "bash":
             for command in shell_commands(block.body):
                 if command[0] in ("lit-matching", "curl"):
@@ -287,6 +302,9 @@ def _run_in_process(command: list[str], capsys) -> str:
         recommend_command(args[1:])
     elif args[0] == "prepare":
         prepare_command(args[1:])
+    elif args[0] == "tune":  # one short trial
+        trials = args.index("--trials")
+        tune_command([*args[1:trials], "--trials", "1", *args[trials + 2 :], *SHORTER])
     elif "--print_config" in args:
         with pytest.raises(SystemExit) as exit_info:
             run_cli(args)
@@ -312,6 +330,10 @@ def test_readme_command(command, workdir, monkeypatch, capsys):
     monkeypatch.chdir(workdir)
     if command[1] == "recommend" and not Path(command[2]).is_dir():
         _run_in_process(MAIN_FIT, capsys)  # the fit whose export it reads (run alone, -k)
+    config = command[command.index("--config") + 1] if "--config" in command else ""
+    if config.endswith("best.yaml") and not Path(config).is_file():
+        (tune,) = [c for c in readme_cli_commands() if c[1] == "tune"]
+        _run_in_process(tune, capsys)  # the tuning that writes it (run alone, -k)
     if "--trainer.devices" in command:  # DDP starts worker processes: the real console script
         out = _run_console_script(command, workdir)
     else:
@@ -326,6 +348,10 @@ def test_readme_command(command, workdir, monkeypatch, capsys):
         assert [line.split()[:2] for line in lines[1:]] == [["1", str(r)] for r in range(1, k + 1)]
     elif command[1] == "prepare":
         assert "train with --data.interactions my_log_prepared" in out
+    elif command[1] == "tune":
+        assert "trial 0 COMPLETE val/recall@20 " in out
+        study_dir = command[command.index("--study-dir") + 1]
+        assert f"config written to {study_dir}/best.yaml" in out
     elif "--print_config" in command:
         printed = yaml.safe_load(out)
         assert printed["model"]["class_path"] == "lit_matching.ListwiseMatching"
@@ -341,6 +367,13 @@ def test_readme_command(command, workdir, monkeypatch, capsys):
             assert "PairwiseMatching (cosine)" in out
         if "--trainer.devices" in command:
             assert out.count("ListwiseMatching (cosine)") == 1  # rank 0 prints the table
+
+
+def test_readme_yaml_blocks_are_the_packaged_files():
+    shown = {b.section: b.body for b in readme_blocks() if b.language == "yaml"}
+    assert sorted(shown) == sorted(YAML_BLOCKS)
+    for section, path in YAML_BLOCKS.items():
+        assert yaml.safe_load(shown[section]) == yaml.safe_load(path.read_text())
 
 
 def test_readme_configs_listing_is_the_command_output(capsys):

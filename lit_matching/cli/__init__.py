@@ -26,6 +26,10 @@ Besides LightningCLI's ``fit``, ``validate``, ``test`` and ``predict``:
 * ``lit-matching prepare LOG --output DIR [--history-length L] ...`` reads a log larger than
   memory chunk by chunk and writes training shards (:mod:`~lit_matching.cli.prepare`);
   ``fit --data.interactions DIR`` streams them.
+* ``lit-matching tune --config NAME --space SPACE --trials N [--study-dir DIR]`` searches
+  hyper-parameters with Optuna on the validation part, its study kept in ``DIR/study.db``
+  (resumable), and writes ``DIR/best.yaml`` for ``fit --config`` (:mod:`~lit_matching.cli.tune`;
+  needs the ``tune`` extra).
 
 A fit with a ``RetrievalEvaluator`` whose data holds no validation or test interaction stops
 before training. A user error (a bad file, value or id, an unsafe checkpoint) prints
@@ -64,6 +68,7 @@ if TYPE_CHECKING:  # imported on first use (below): `serve` loads neither torch 
     )
     from lit_matching.cli.prepare import prepare_command
     from lit_matching.cli.serve import serve_command
+    from lit_matching.cli.tune import tune_command
 
 __all__ = [
     "MatchingCLI",
@@ -80,6 +85,7 @@ __all__ = [
     "run_cli",
     "run_dir",
     "serve_command",
+    "tune_command",
 ]
 
 #: Where each public name lives (imported on first use, PEP 562).
@@ -97,6 +103,7 @@ _PUBLIC = {
     "recommend_command": "lit_matching.cli.commands",
     "serve_command": "lit_matching.cli.serve",
     "prepare_command": "lit_matching.cli.prepare",
+    "tune_command": "lit_matching.cli.tune",
 }
 #: The commands besides LightningCLI's subcommands, by name.
 _EXTRA_COMMANDS = {
@@ -105,6 +112,7 @@ _EXTRA_COMMANDS = {
     "export": "export_command",
     "serve": "serve_command",
     "prepare": "prepare_command",
+    "tune": "tune_command",
 }
 
 

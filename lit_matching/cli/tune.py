@@ -1,0 +1,391 @@
+"""``lit-matching tune``: search hyper-parameters with Optuna on the validation part.
+
+``lit-matching tune --config NAME --space SPACE --trials N [--study-dir DIR] [--metric M]
+[--direction maximize] [--seed S] [--pruner median|none] [--key value ...]``
+
+Each trial fits ``--config`` with the trial's values of the space's keys
+(:mod:`~lit_matching.cli.tune_space`; ``--space NAME`` picks a packaged space, e.g.
+``listwise``) and any other ``--key value`` given (the same for every trial, e.g.
+``--trainer.max_epochs 5``). A trial trains and validates only: it never evaluates the test
+part (a ``RetrievalEvaluator``'s ``test_every_n_epochs`` is switched off), logs nothing and
+saves no checkpoint. Its value is the best ``--metric`` (default ``val/recall@20``) over its
+epochs; it reports the metric to Optuna after every validation, and a trial the pruner
+(``MedianPruner``) judges behind the others stops there. A trial whose loss diverges
+(``FloatingPointError``) is recorded as failed and the search goes on.
+
+In ``DIR`` (default ``lit_matching_tune/<config name>``):
+
+* ``study.db``, the Optuna study (SQLite): the same command again adds ``N`` trials to it, the
+  earlier ones kept, so a stopped tune resumes;
+* ``best.yaml``, the complete config of the best trial, which ``lit-matching fit --config
+  DIR/best.yaml`` takes;
+* ``trials.png``, the value of each trial and the best so far.
+
+The test part is scored by that separate command, once, when tuning is over: ``fit`` trains the
+best config and evaluates its best checkpoint on validation and test (and may train on more
+data first, e.g. ``--data.split_files`` with train and valid together).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytorch_lightning as pl
+from jsonargparse import ArgumentError
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from lit_matching.cli.configs import DEFAULT_CONFIG, _resolve_configs
+from lit_matching.cli.lightning import MatchingCLI, _keeping_none
+from lit_matching.cli.tune_space import (
+    import_optuna,
+    load_space,
+    override,
+    sample_value,
+    short_key,
+    suggest,
+)
+from lit_matching.data.datamodule import MatchingDataModule
+from lit_matching.modes.base import MatchingModule
+from lit_matching.retrieval.evaluation import RetrievalEvaluator
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.distributions import BaseDistribution
+
+__all__ = ["TrialPruning", "check_space", "tune_command", "trial_curve"]
+
+#: Before the user's arguments in every trial (which may override them): no logs, no summary.
+_TRIAL_ARGS = ["--trainer.logger=false", "--trainer.enable_model_summary=false"]
+_STUDY_NAME = "lit-matching"
+
+
+class _ParseOnlyCLI(MatchingCLI):
+    """Parses a config and its overrides, instantiates nothing."""
+
+    def instantiate_classes(self) -> None:
+        """Nothing: only the parsed config is wanted."""
+
+
+def _cli(args: Sequence[str], parse_only: bool = False) -> MatchingCLI:
+    """A :class:`MatchingCLI` over ``args`` (no subcommand) that runs nothing; errors raise."""
+    with _quiet_lightning(), warnings.catch_warnings():
+        # sys.argv holds the tune command's own arguments, not these.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        return (_ParseOnlyCLI if parse_only else MatchingCLI)(
+            MatchingModule,
+            MatchingDataModule,
+            subclass_mode_model=True,
+            args=_resolve_configs(list(args)),
+            save_config_callback=None,
+            parser_kwargs={"exit_on_error": False},
+            auto_configure_optimizers=False,
+            run=False,
+        )
+
+
+def check_space(args: Sequence[str], space: dict[str, BaseDistribution], path: str) -> None:
+    """Raise, naming the key, if a key of ``space`` is not a setting of the config of ``args``.
+
+    Each key is set to a value its distribution can give; the config's parser judges.
+    """
+    try:
+        _cli(list(args), parse_only=True)
+    except ArgumentError as error:
+        raise ValueError(f"the config or its arguments do not parse: {error}") from error
+    for key, distribution in space.items():
+        try:
+            _cli([*args, override(key, sample_value(distribution))], parse_only=True)
+        except ArgumentError as error:
+            raise ValueError(
+                f"{path}: {key!r} is not a setting of the config that takes "
+                f"{sample_value(distribution)!r}: {error}"
+            ) from error
+
+
+@dataclass
+class TrialPruning(pl.Callback):
+    """Reports ``monitor`` to an Optuna trial after each validation; stops a pruned trial.
+
+    Optuna's own Lightning callback (``optuna-integration``) is written for the ``lightning``
+    package, whose callbacks ``pytorch_lightning``'s trainer does not take. This one keeps the
+    best value of the trial; :func:`tune_command` raises ``TrialPruned`` after ``fit`` when
+    the trial was stopped (``pruned_at``, the epoch).
+    """
+
+    trial: optuna.trial.Trial
+    monitor: str
+    maximize: bool = True
+    best: float | None = None
+    pruned_at: int | None = None
+    values: list[float] = field(default_factory=list)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Report the epoch's value; ask the pruner; stop the trainer if it says so."""
+        if trainer.sanity_checking:
+            return
+        logged = trainer.callback_metrics.get(self.monitor)
+        if logged is None:
+            names = sorted(k for k in trainer.callback_metrics if k.startswith("val"))
+            raise ValueError(f"--metric {self.monitor!r} was not logged; validation logs {names}")
+        value = float(logged)
+        epoch = trainer.current_epoch
+        self.values.append(value)
+        if math.isfinite(value) and (
+            self.best is None or (value > self.best if self.maximize else value < self.best)
+        ):
+            self.best = value
+        self.trial.report(value, epoch)
+        print(f"  trial {self.trial.number} epoch {epoch}: {self.monitor} {value:.4f}", flush=True)
+        if self.trial.should_prune():
+            self.pruned_at = epoch
+            trainer.should_stop = True
+
+
+@contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Lightning's per-fit notices (seed, devices, stop reason) off: the trial lines say enough."""
+    loggers = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning_fabric")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _run_trial(
+    trial: optuna.trial.Trial, args: list[str], space: dict[str, BaseDistribution], options: Any
+) -> float:
+    """Fit the config with the trial's values on train, validate; the best value of the metric."""
+    optuna = import_optuna()
+    params = suggest(trial, space)
+    trial.set_user_attr("args", args)
+    trial_args = [*args[:2], *_TRIAL_ARGS, *args[2:]]  # args: --config PATH, then the user's
+    cli = _cli([*trial_args, *(override(k, v) for k, v in params.items())])
+    trainer, datamodule = cli.trainer, cli.datamodule
+    assert isinstance(datamodule, MatchingDataModule)
+    if not len(datamodule.eval_set("val").users):
+        raise ValueError(
+            "tuning needs a validation part: the data has 0 validation interactions after "
+            f"splitting (split={datamodule.split!r}, split_files={datamodule.split_files!r}); "
+            "tune with a split that holds some out, e.g. --data.split_files "
+            "'[train.txt, valid.txt, test.txt]' for the LightGCN files"
+        )
+    for callback in trainer.callbacks:  # type: ignore[attr-defined]
+        if isinstance(callback, RetrievalEvaluator):
+            callback.test_every_n_epochs = 0  # trials never look at the test part
+    pruning = TrialPruning(trial, options.metric, options.direction == "maximize")
+    kept = [c for c in trainer.callbacks if not isinstance(c, ModelCheckpoint)]  # type: ignore[attr-defined]
+    trainer.callbacks = [*kept, pruning]  # type: ignore[attr-defined]
+    with _quiet_lightning():
+        trainer.fit(cli.model, datamodule=datamodule)
+    if pruning.pruned_at is not None:
+        raise optuna.TrialPruned(f"pruned after epoch {pruning.pruned_at}")
+    if pruning.best is None:
+        raise ValueError(
+            f"trial {trial.number}: {options.metric} never had a finite value "
+            f"(validated {len(pruning.values)} times: {pruning.values})"
+        )
+    return pruning.best
+
+
+def trial_curve(study: optuna.Study) -> list[tuple[int, float, str, float | None]]:
+    """``(number, value, state, best so far)`` of each trial with a value, in order.
+
+    A pruned trial's value is its last reported one (not a candidate for the best); failed
+    and running trials are left out. The best so far counts completed trials only.
+
+    Example:
+        >>> import optuna
+        >>> optuna.logging.set_verbosity(optuna.logging.WARNING)
+        >>> study = optuna.create_study(direction="maximize")
+        >>> for value in (0.2, 0.1, 0.3):
+        ...     study.add_trial(optuna.trial.create_trial(value=value))
+        >>> trial_curve(study)
+        [(0, 0.2, 'COMPLETE', 0.2), (1, 0.1, 'COMPLETE', 0.2), (2, 0.3, 'COMPLETE', 0.3)]
+    """
+    maximize = study.direction.name == "MAXIMIZE"
+    curve, best = [], None
+    for trial in study.trials:
+        state = trial.state.name
+        if state == "COMPLETE" and trial.value is not None:
+            value = trial.value
+            better = best is None or (value > best if maximize else value < best)
+            best = value if better else best
+        elif state == "PRUNED" and trial.intermediate_values:
+            value = trial.intermediate_values[max(trial.intermediate_values)]
+        else:
+            continue
+        curve.append((trial.number, value, state, best))
+    return curve
+
+
+def plot_trials(study: optuna.Study, path: Path, metric: str) -> None:
+    """Write a PNG of :func:`trial_curve`: each trial's value, and the best so far."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    curve = trial_curve(study)
+    figure = Figure(figsize=(7, 4))
+    axes = figure.add_subplot()
+    for state, marker in (("COMPLETE", "o"), ("PRUNED", "x")):
+        points = [(n, v) for n, v, s, _ in curve if s == state]
+        if points:
+            axes.scatter(*zip(*points, strict=True), marker=marker, label=state.lower())
+    steps = [(n, b) for n, _, _, b in curve if b is not None]
+    if steps:
+        axes.step(*zip(*steps, strict=True), where="post", color="black", label="best so far")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlabel("trial")
+    axes.set_ylabel(metric)
+    axes.set_title(f"{len(study.trials)} trials, {study.direction.name.lower()} {metric}")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
+def write_best_config(study: optuna.Study, path: Path, metric: str) -> bool:
+    """Write the best trial's complete config to ``path``; ``False`` while no trial completed."""
+    completed = [t for t in study.trials if t.state.name == "COMPLETE"]
+    if not completed:
+        return False
+    best = study.best_trial
+    args = [*best.user_attrs["args"], *(override(k, v) for k, v in best.params.items())]
+    cli = _cli(args, parse_only=True)
+    with _keeping_none():
+        text = cli.parser.dump(cli.config, skip_none=False)
+    params = ", ".join(f"{short_key(k)}={v!r}" for k, v in best.params.items())
+    header = (
+        f"# Best of {len(completed)} completed trials (lit-matching tune, {study.study_name}): "
+        f"trial {best.number}, {metric} {best.value:.4f} on validation.\n# {params}\n"
+        f"# Score it on test once: lit-matching fit --config {path}\n"
+    )
+    path.write_text(header + text)
+    return True
+
+
+def _progress_line(study: optuna.Study, trial: optuna.trial.FrozenTrial, metric: str) -> None:
+    """One line per finished trial: number, state, value, best so far, the trial's values."""
+    if trial.state.name == "COMPLETE":
+        value = f"{metric} {trial.value:.4f}"
+    elif trial.state.name == "PRUNED" and trial.intermediate_values:
+        epoch = max(trial.intermediate_values)
+        value = f"at epoch {epoch}: {metric} {trial.intermediate_values[epoch]:.4f}"
+    else:
+        value = "-"
+    completed = [t for t in study.trials if t.state.name == "COMPLETE"]
+    best = (
+        f"best {study.best_value:.4f} (trial {study.best_trial.number})" if completed else "best -"
+    )
+    params = " ".join(f"{short_key(k)}={_fmt(v)}" for k, v in trial.params.items())
+    print(f"trial {trial.number} {trial.state.name} {value} | {best} | {params}", flush=True)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lit-matching tune",
+        allow_abbrev=False,
+        description="Search hyper-parameters with Optuna: each trial fits the config with "
+        "its values on train and validates; the study is kept in DIR/study.db (run again to "
+        "resume), the best config written to DIR/best.yaml for `lit-matching fit --config`. "
+        "Other --key value arguments apply to every trial (e.g. --trainer.max_epochs 5).",
+    )
+    parser.add_argument("--config", "-c", default=DEFAULT_CONFIG, help="packaged name or file")
+    parser.add_argument("--space", required=True, help="search-space YAML file or packaged name")
+    parser.add_argument("--trials", type=int, required=True, help="trials to run (more on resume)")
+    parser.add_argument("--study-dir", help="default: lit_matching_tune/<config name>")
+    parser.add_argument("--metric", default="val/recall@20", help="validation metric to optimise")
+    parser.add_argument("--direction", choices=["maximize", "minimize"], default="maximize")
+    parser.add_argument("--pruner", choices=["median", "none"], default="median")
+    parser.add_argument("--seed", type=int, default=0, help="of the sampler (plus trials so far)")
+    return parser
+
+
+def _packaged_space(name: str) -> str:
+    """A packaged search space's path if ``name`` is one and no such file exists, else ``name``."""
+    from importlib.resources import files
+
+    packaged = files("lit_matching") / "configs" / "spaces" / f"{name.removesuffix('.yaml')}.yaml"
+    return str(packaged) if not Path(name).is_file() and packaged.is_file() else name
+
+
+def _open_study(optuna: Any, directory: Path, options: Any, config: str) -> optuna.Study:
+    """Create ``directory/study.db``'s study, or load it, refusing another metric or config."""
+    directory.mkdir(parents=True, exist_ok=True)
+    study = optuna.create_study(
+        storage=f"sqlite:///{directory / 'study.db'}",
+        study_name=_STUDY_NAME,
+        direction=options.direction,
+        load_if_exists=True,
+    )
+    wanted = {"metric": options.metric, "direction": options.direction, "config": config}
+    stored = {key: study.user_attrs.get(key, value) for key, value in wanted.items()}
+    if stored != wanted:
+        raise ValueError(
+            f"{directory / 'study.db'} holds a study of {stored}, not {wanted}: "
+            "resume it with those, or give another --study-dir"
+        )
+    for key, value in wanted.items():
+        study.set_user_attr(key, value)
+    # Seeded by the number of trials so far: a resumed study does not replay its first draws.
+    study.sampler = optuna.samplers.TPESampler(seed=options.seed + len(study.trials))
+    no_pruning = options.pruner == "none"
+    study.pruner = optuna.pruners.NopPruner() if no_pruning else optuna.pruners.MedianPruner()
+    return study
+
+
+def tune_command(args: Sequence[str]) -> None:
+    """Parse ``args`` and tune (see the module)."""
+    options, extra = _parser().parse_known_args(args)
+    if options.trials < 1:
+        raise ValueError(f"--trials has to be at least 1, got {options.trials}")
+    optuna = import_optuna()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress lines replace its logs
+    # Deprecations inside Lightning's own calls (jsonargparse, torch pytree) are not the user's.
+    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    space_path = _packaged_space(options.space)
+    space = load_space(space_path)
+    base = _resolve_configs(["--config", options.config, *extra])
+    check_space(base, space, space_path)
+    name = Path(options.config).name.removesuffix(".yaml")
+    directory = Path(options.study_dir or Path("lit_matching_tune") / name)
+    study = _open_study(optuna, directory, options, Path(base[1]).name)
+    print(
+        f"tuning {name} by {options.metric} ({options.direction}) in {directory / 'study.db'}"
+        f": {len(study.trials)} trials so far, {options.trials} to run",
+        flush=True,
+    )
+    try:
+        study.optimize(
+            lambda trial: _run_trial(trial, base, space, options),
+            n_trials=options.trials,
+            catch=(FloatingPointError,),
+            callbacks=[lambda s, t: _progress_line(s, t, options.metric)],
+        )
+    finally:
+        if study.trials:
+            plot_trials(study, directory / "trials.png", options.metric)
+        best = directory / "best.yaml"
+        if write_best_config(study, best, options.metric):
+            print(
+                f"best: trial {study.best_trial.number}, {options.metric} {study.best_value:.4f}"
+                f"; config written to {best}, plot to {directory / 'trials.png'}\n"
+                f"Score it on test once, when tuning is over: lit-matching fit --config {best}",
+                flush=True,
+            )
