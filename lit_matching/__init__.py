@@ -13,10 +13,13 @@ from lit_matching._version import __version__
 
 #: Where each public name lives.
 _PUBLIC = {
+    "HardNegativeMiner": "lit_matching.callbacks.hard_negatives",
+    "mine_hard_negatives": "lit_matching.callbacks.hard_negatives",
     "RecommendationTable": "lit_matching.callbacks.recommendation_table",
     "load_item_titles": "lit_matching.callbacks.recommendation_table",
     "recommendation_table": "lit_matching.callbacks.recommendation_table",
     "MatchingDataModule": "lit_matching.data.datamodule",
+    "MinedNegativeSampler": "lit_matching.data.mined",
     "Categorical": "lit_matching.data.features",
     "FeatureTable": "lit_matching.data.features",
     "MultiCategorical": "lit_matching.data.features",
@@ -52,6 +55,7 @@ _PUBLIC = {
 }
 
 if TYPE_CHECKING:  # what type checkers and editors see
+    from lit_matching.callbacks.hard_negatives import HardNegativeMiner, mine_hard_negatives
     from lit_matching.callbacks.recommendation_table import (
         RecommendationTable,
         load_item_titles,
@@ -59,6 +63,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
     )
     from lit_matching.data.datamodule import MatchingDataModule
     from lit_matching.data.features import Categorical, FeatureTable, MultiCategorical, Numeric
+    from lit_matching.data.mined import MinedNegativeSampler
     from lit_matching.data.movielens import load_movielens_small, load_movielens_small_movies
     from lit_matching.data.readers import read_interactions
     from lit_matching.losses.objectives import (
@@ -95,12 +100,14 @@ __all__ = [
     "FeatureTable",
     "FeatureTower",
     "GRUTower",
+    "HardNegativeMiner",
     "HistoryPoolingTower",
     "IDEmbeddingTower",
     "IDHistoryTower",
     "ListwiseMatching",
     "MatchingDataModule",
     "MatchingModule",
+    "MinedNegativeSampler",
     "MultiCategorical",
     "MultiInterestTower",
     "Numeric",
@@ -121,6 +128,7 @@ __all__ = [
     "load_item_titles",
     "load_movielens_small",
     "load_movielens_small_movies",
+    "mine_hard_negatives",
     "most_popular_metrics",
     "read_interactions",
     "recommendation_table",

@@ -32,7 +32,7 @@ from lit_matching.data.resume import (
     checkpoint_state,
     restore_checkpoint_state,
 )
-from lit_matching.data.sampling import negative_sampler
+from lit_matching.data.sampling import NegativeSampler, negative_sampler
 from lit_matching.data.shards import PREPARED_ARGUMENTS, PreparedShards, ShardBatches, shard_loader
 from lit_matching.data.tuples import HistoryLookup, InteractionTuples, UserBatches, stage_tuples
 from lit_matching.utils.progress import progress_enabled, progress_steps
@@ -331,6 +331,24 @@ class MatchingDataModule(PreparedDataViews, LightningDataModule):
         self._train_sampler = negative_sampler(
             self.negative_sampler, self.item_counts, self.train_items, self.popularity_alpha
         )
+        self._train_dataset: InteractionTuples | ShardBatches | None = None
+
+    @property
+    def train_sampler(self) -> NegativeSampler:
+        """The sampler of the training negatives (after :meth:`setup`)."""
+        return self._train_sampler
+
+    def set_train_sampler(self, sampler: NegativeSampler) -> None:
+        """Draw the training negatives from ``sampler`` from the next training batch on.
+
+        The loader built last (in memory or streamed from prepared shards) takes it too, so a
+        swap in ``on_train_epoch_start`` reaches that epoch's batches without rebuilding the
+        loader. Loader workers (``num_workers > 0``, persistent) keep the copy they started
+        with: there the swap reaches only loaders built afterwards.
+        """
+        self._train_sampler = sampler
+        if self._train_dataset is not None:
+            self._train_dataset.sampler = sampler
 
     def _tuples(self, stage: str) -> InteractionTuples:
         data = self._prepare()
@@ -385,6 +403,7 @@ class MatchingDataModule(PreparedDataViews, LightningDataModule):
                 world_size=self._world_size,
                 history_length=self.history_length,
             )
+            self._train_dataset = stream
             return shard_loader(
                 stream,
                 self._epoch_counter,
@@ -392,7 +411,7 @@ class MatchingDataModule(PreparedDataViews, LightningDataModule):
                 seed=self.seed,
                 pin_memory=self._pin_memory(),
             )
-        dataset = self._tuples("train")
+        dataset = self._train_dataset = self._tuples("train")
         batches = EpochBatchSampler(
             RandomSampler(dataset), self.batch_size, False, self._epoch_counter, seed=self.seed
         )
