@@ -80,7 +80,11 @@ class HardNegativeMiner(Callback):
     checkpoint state (``(num_users, top_k)`` int32). A fit resumed from a checkpoint uses
     the saved lists until the next refresh, and a refresh mines from the parameters at that
     epoch's start, which the checkpoint holds; so the resumed run draws the negatives of the
-    uninterrupted one. DDP: every rank mines all users from the same parameters.
+    uninterrupted one (checkpoints at an epoch's end or mid-epoch, e.g. ``ModelCheckpoint``'s
+    ``every_n_train_steps``). Refreshes follow Lightning's epoch number: after a stop by
+    ``max_steps``, which Lightning counts as a finished epoch while the data continues it,
+    they come one data epoch earlier than in the uninterrupted run. DDP: every rank mines
+    all users from the same parameters.
 
     Needs ``num_workers=0`` (persistent loader workers would keep the old sampler).
 

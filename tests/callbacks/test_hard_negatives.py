@@ -5,6 +5,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from helpers import synthetic_log
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from lit_matching import (
     HardNegativeMiner,
@@ -154,3 +155,48 @@ def test_callback_state_round_trips_and_refuses_workers():
     trainer.datamodule = _data(num_workers=1)  # type: ignore[misc]
     with pytest.raises(ValueError, match="num_workers=0"):
         miner._datamodule(trainer)
+
+
+def _fit(dm, model, ckpt_path=None, epochs=3, every=None):
+    miner = HardNegativeMiner(every_n_epochs=2, top_k=3, hard_fraction=0.5, start_epoch=1)
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=every is not None,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic=True,
+        callbacks=[miner] + ([] if every is None else [every]),
+    )
+    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+    return trainer
+
+
+def test_a_resumed_fit_uses_the_saved_lists_and_ends_where_the_uninterrupted_one_does(tmp_path):
+    pl.seed_everything(0)
+    dm = _data()
+    whole = _model(dm)
+    _fit(dm, whole)
+    pl.seed_everything(0)
+    dm = _data()
+    _fit(dm, _model(dm), epochs=2).save_checkpoint(tmp_path / "two.ckpt")  # mined at epoch 1
+    dm = _data()
+    resumed = _model(dm)
+    _fit(dm, resumed, ckpt_path=tmp_path / "two.ckpt")
+    assert isinstance(dm.train_sampler, MinedNegativeSampler)  # restored: epoch 2 mines none
+    for mine, theirs in zip(resumed.parameters(), whole.parameters(), strict=True):
+        torch.testing.assert_close(mine, theirs)
+
+
+def test_a_fit_resumed_mid_epoch_ends_where_the_uninterrupted_one_does(tmp_path):
+    pl.seed_everything(0)
+    dm = _data()
+    whole = _model(dm)
+    every = ModelCheckpoint(tmp_path, "{step}", every_n_train_steps=1, save_top_k=-1)
+    assert _fit(dm, whole, every=every).global_step == 45  # 15 batches per epoch
+    for step in (20, 35):  # mid epoch 1 (a refresh epoch) and mid epoch 2
+        dm = _data()
+        resumed = _model(dm)
+        _fit(dm, resumed, ckpt_path=tmp_path / f"step={step}.ckpt")
+        for mine, theirs in zip(resumed.parameters(), whole.parameters(), strict=True):
+            torch.testing.assert_close(mine, theirs)

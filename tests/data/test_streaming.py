@@ -8,7 +8,14 @@ import pytest
 import torch
 from helpers import quiet_trainer
 
-from lit_matching import IDEmbeddingTower, ListwiseMatching, MatchingDataModule
+from lit_matching import (
+    HardNegativeMiner,
+    IDEmbeddingTower,
+    ListwiseMatching,
+    MatchingDataModule,
+    MinedNegativeSampler,
+    mine_hard_negatives,
+)
 from lit_matching.data.item_sets import ItemSets
 from lit_matching.data.prepare import PREPARED_FILE, prepare_shards
 from lit_matching.data.sampling import PopularityNegativeSampler
@@ -313,3 +320,22 @@ def test_side_features_are_encoded_for_the_prepared_vocabulary(log_file, shards)
     got, expected = streamed.columns["kind"], in_memory.columns["kind"]
     assert got.categories == expected.categories
     assert torch.equal(got.codes, expected.codes)
+
+
+def test_hard_negatives_reach_the_streamed_batches(shards):
+    torch.manual_seed(0)
+    dm = MatchingDataModule(interactions=shards, batch_size=128, num_negatives=3, seed=1)
+    dm.setup("fit")
+    loader = dm.train_dataloader()  # built before the swap, as Lightning's is
+    model = model_for(dm)
+    sampler = MinedNegativeSampler(dm.train_sampler, mine_hard_negatives(model, dm, 4), 1.0)
+    dm.set_train_sampler(sampler)
+    batches = list(loader)
+    assert len(batches) == len(loader) > 1
+    for batch in batches:
+        users, negatives = batch["users"].numpy(), batch["neg_items"].numpy()
+        assert sampler.mined.contains(users[:, None], negatives).all()
+        assert not dm.train_items.contains(users[:, None], negatives).any()
+    miner = HardNegativeMiner(top_k=4, start_epoch=1)
+    quiet_trainer(max_epochs=2, callbacks=[miner]).fit(model_for(dm), datamodule=dm)
+    assert miner.mined_epoch == 1 and isinstance(dm.train_sampler, MinedNegativeSampler)
