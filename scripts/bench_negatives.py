@@ -24,6 +24,11 @@ from lit_matching.retrieval.evaluation import RetrievalEvaluator
 
 SHOWN = ("hit_rate@10", "hit_rate@50", "ndcg@50", "recall@20")
 M = "--model.init_args."
+#: Hard negatives mined from the model's index each epoch from epoch 1 (top K, share h).
+HARD = (
+    '--trainer.callbacks+={{"class_path": "lit_matching.HardNegativeMiner", '
+    '"init_args": {{"top_k": {}, "hard_fraction": {}}}}}'
+)
 #: name -> overrides of the packaged list-wise config
 VARIANTS = {
     "uniform 8": [],
@@ -44,6 +49,12 @@ VARIANTS = {
     ],
     "mixed in-batch + uniform 8": [f"{M}in_batch_negatives=true", f"{M}log_q_correction=false"],
     "mixed in-batch + uniform 8, log-Q": [f"{M}in_batch_negatives=true"],
+    "uniform 8 + hard (top 100, h = 0.5)": [HARD.format(100, 0.5)],
+    "uniform 8 + hard (top 100, h = 0.5), log-Q": [
+        HARD.format(100, 0.5),
+        f"{M}log_q_correction=true",
+    ],
+    "uniform 8 + hard (top 20, h = 0.25)": [HARD.format(20, 0.25)],
 }
 
 
