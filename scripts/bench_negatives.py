@@ -4,7 +4,8 @@ Every variant is the packaged list-wise config (``lit-matching fit``: ID towers,
 temperature 0.1, 20 epochs, best epoch by val/recall@20) with its negatives changed:
 sampled uniform or popularity negatives, in-batch negatives, or both mixed, each with and
 without log-Q correction (given training frequencies or streamed estimates), plus a learned
-temperature. Usage::
+temperature, and hard negatives mined from the model's own index every epoch from epoch 1
+(:class:`~lit_matching.callbacks.hard_negatives.HardNegativeMiner`). Usage::
 
     python scripts/bench_negatives.py [--epochs N] [--variants NAME ...]
 """
