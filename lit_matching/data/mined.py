@@ -103,12 +103,18 @@ class MinedNegativeSampler(NegativeSampler):
         rows = np.broadcast_to(users[:, None], shape)[hard]
         picks = np.floor(rng.random(rows.size) * self._sizes[rows]).astype(np.int64)
         negatives[hard] = self.mined.indices[self.mined.indptr[rows] + picks]
-        return negatives, self.log_prob(users[:, None], negatives)
+        users_2d = np.broadcast_to(users[:, None], shape)
+        # A mined draw is in the list; only the base's draws need the (costlier) lookup.
+        in_list = hard.copy()
+        in_list[~hard] = self.mined.contains(users_2d[~hard], negatives[~hard])
+        return negatives, self._log_q(users_2d, negatives, in_list)
 
     def log_prob(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """``log q(item | user)`` of the mixture, for items the user may get (broadcasting)."""
         users, items = np.broadcast_arrays(np.asarray(users), np.asarray(items))
-        in_list = self.mined.contains(users, items)
+        return self._log_q(users, items, self.mined.contains(users, items))
+
+    def _log_q(self, users: np.ndarray, items: np.ndarray, in_list: np.ndarray) -> np.ndarray:
         h = self._h[users]
         mass = h * in_list / self._sizes[users] + (1.0 - h) * np.exp(
             self.base.log_prob(users, items)
