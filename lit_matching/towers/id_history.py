@@ -24,10 +24,15 @@ import math
 from collections.abc import Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_matching.towers.sequence import _embed, _history, _item_embedding, history_mask
+from lit_matching.towers.sequence import (
+    _embed,
+    _history,
+    _item_embedding,
+    history_mask,
+    masked_bag_sum,
+)
 
 __all__ = ["IDHistoryTower"]
 
@@ -138,15 +143,7 @@ class IDHistoryTower(nn.Module):
         history, lengths = _history(features)
         mask = history_mask(lengths, history.shape[1])
         if self.aggregation == "mean":
-            # A weighted bag sum (pads weigh 0 and look up row 0): no (B, L, d) tensor.
-            weight = self.item_embedding.weight
-            summed = F.embedding_bag(
-                history.masked_fill(~mask, 0),
-                weight,
-                mode="sum",
-                per_sample_weights=mask.to(weight.dtype),
-                sparse=self.item_embedding.sparse,
-            )
+            summed = masked_bag_sum(self.item_embedding, history, mask)
             return summed / lengths.clamp(min=1).unsqueeze(1).to(summed.dtype)
         vectors = _embed(self.item_embedding, history, mask)  # (B, L, width), pads zero
         keys = torch.tanh(self.attention_map(vectors))

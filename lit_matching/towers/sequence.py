@@ -102,6 +102,22 @@ def _history(
     return history, lengths.clamp(0, history.shape[1])
 
 
+def masked_bag_sum(embedding: nn.Embedding, history: Tensor, mask: Tensor) -> Tensor:
+    """Sum of each row's unmasked item vectors, ``(B, d)``.
+
+    A weighted bag sum: pads weigh 0 (and look up row 0, so a shared table needs no pad row);
+    no ``(B, L, d)`` tensor is built, forward or backward. Sparse gradients when the table is.
+    """
+    weight = embedding.weight
+    return F.embedding_bag(
+        history.masked_fill(~mask, 0),
+        weight,
+        mode="sum",
+        per_sample_weights=mask.to(weight.dtype),
+        sparse=embedding.sparse,
+    )
+
+
 def _embed(embedding: nn.Embedding, history: Tensor, mask: Tensor) -> Tensor:
     """Embed ``history`` without ever looking up pad positions; pads get zero vectors."""
     vectors = embedding(history.masked_fill(~mask, 0))
@@ -213,16 +229,7 @@ class HistoryPoolingTower(_HistoryTower):
             pooled = vectors.masked_fill(~mask.unsqueeze(-1), lowest).amax(dim=1)
             pooled = pooled.masked_fill((lengths == 0).unsqueeze(1), 0.0)
         else:
-            # A weighted bag sum: pads weigh 0 (and look up row 0, so the shared table needs
-            # no pad row); no (B, L, d) tensor is built, forward or backward.
-            weight = self.item_embedding.weight
-            pooled = F.embedding_bag(
-                history.masked_fill(~mask, 0),
-                weight,
-                mode="sum",
-                per_sample_weights=mask.to(weight.dtype),
-                sparse=self.item_embedding.sparse,  # the table's choice, as for a lookup
-            )
+            pooled = masked_bag_sum(self.item_embedding, history, mask)
             if self.pooling == "mean":
                 pooled = pooled / lengths.clamp(min=1).unsqueeze(1).to(pooled.dtype)
         return self.mlp(pooled)
