@@ -7,7 +7,7 @@ import numpy as np
 import pytorch_lightning as pl
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers import synthetic_log
+from helpers import quiet_trainer, synthetic_log
 
 from lit_matching import IDEmbeddingTower, ListwiseMatching, MatchingDataModule
 
@@ -30,15 +30,10 @@ if __name__ == "__main__":
     data = sys.argv[2] if len(sys.argv) > 2 else synthetic_log()
     dm = MatchingDataModule(interactions=data, batch_size=16, num_negatives=3)
     model = ListwiseMatching(IDEmbeddingTower(dm.num_users, 8), IDEmbeddingTower(dm.num_items, 8))
-    trainer = pl.Trainer(
-        accelerator="cpu",
+    trainer = quiet_trainer(
         devices=2,
         strategy="ddp",
         max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[RecordBatches()],
         num_sanity_val_steps=0,
         limit_val_batches=0,

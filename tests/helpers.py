@@ -5,6 +5,10 @@ the directory of ``tests/conftest.py`` there) and for the subprocess workers (a 
 directory comes first on its path).
 """
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
@@ -31,6 +35,17 @@ def quiet_trainer(**kwargs) -> pl.Trainer:
         devices=1,
     )
     return pl.Trainer(**(defaults | kwargs))
+
+
+def run_worker(script: Path, *args: str | Path, timeout: int = 600) -> None:
+    """Run a worker script (Lightning relaunches it per rank); fail with its stderr."""
+    done = subprocess.run(
+        [sys.executable, str(script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 def synthetic_log(num_users: int = 40, num_items: int = 30, per_user: int = 8, seed: int = 0):

@@ -1,10 +1,8 @@
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import synthetic_log
+from helpers import run_worker, synthetic_log
 
 from lit_matching import MatchingDataModule
 from lit_matching.data.prepare import prepare_shards
@@ -18,13 +16,7 @@ def test_ddp_ranks_split_the_epoch_between_them(tmp_path, source):
         synthetic_log().to_parquet(tmp_path / "log.parquet")
         prepare_shards(tmp_path / "log.parquet", tmp_path / "shards", row_group_size=24)
         data = [str(tmp_path / "shards")]
-    done = subprocess.run(
-        [sys.executable, str(worker), str(tmp_path), *data],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_worker(worker, tmp_path, *data)
     rank0, rank1 = (np.load(tmp_path / f"rank{r}.npy") for r in (0, 1))
     dm = MatchingDataModule(interactions=synthetic_log())
     train = {tuple(p) for p in dm.splits.train[["user", "item"]].to_numpy()}

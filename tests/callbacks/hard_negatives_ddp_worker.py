@@ -7,7 +7,7 @@ import numpy as np
 import pytorch_lightning as pl
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from helpers import synthetic_log
+from helpers import quiet_trainer, synthetic_log
 
 from lit_matching import (
     HardNegativeMiner,
@@ -41,15 +41,10 @@ if __name__ == "__main__":
     pl.seed_everything(0)
     dm = MatchingDataModule(interactions=synthetic_log(), batch_size=16, num_negatives=3)
     model = ListwiseMatching(IDEmbeddingTower(dm.num_users, 8), IDEmbeddingTower(dm.num_items, 8))
-    trainer = pl.Trainer(
-        accelerator="cpu",
+    trainer = quiet_trainer(
         devices=2,
         strategy="ddp",
         max_epochs=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[HardNegativeMiner(top_k=3, hard_fraction=1.0), CheckBatches()],
     )
     trainer.fit(model, datamodule=dm)

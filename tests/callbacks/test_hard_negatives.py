@@ -1,14 +1,12 @@
 """Hard negatives: the mixture sampler against slow references, mining, the refresh callback."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from helpers import synthetic_log
+from helpers import run_worker, synthetic_log
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from lit_matching import (
@@ -208,10 +206,7 @@ def test_a_fit_resumed_mid_epoch_ends_where_the_uninterrupted_one_does(tmp_path)
 
 def test_under_ddp_every_rank_mines_the_same_lists_and_draws_from_them(tmp_path):
     worker = Path(__file__).with_name("hard_negatives_ddp_worker.py")
-    done = subprocess.run(
-        [sys.executable, str(worker), str(tmp_path)], capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_worker(worker, tmp_path)
     rank0, rank1 = (np.load(tmp_path / f"rank{r}.npz") for r in (0, 1))
     np.testing.assert_array_equal(rank0["mined"], rank1["mined"])
     assert rank0["batches"] == rank1["batches"] == 8  # epoch 1: 120 rows per rank, 16 a batch

@@ -7,7 +7,7 @@ import pytorch_lightning as pl
 import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from helpers import synthetic_log
+from helpers import quiet_trainer, synthetic_log
 
 from lit_matching import HistoryPoolingTower, IDEmbeddingTower, ListwiseMatching, MatchingDataModule
 
@@ -21,15 +21,10 @@ if __name__ == "__main__":
     model = ListwiseMatching(
         user, item, in_batch_negatives=True, learning_rate=0.05, sparse_embeddings=True
     )
-    trainer = pl.Trainer(
-        accelerator="cpu",
+    trainer = quiet_trainer(
         devices=2,
         strategy="ddp",
         max_epochs=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,
     )

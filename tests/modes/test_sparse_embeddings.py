@@ -2,7 +2,6 @@
 
 import copy
 import math
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import yaml
-from helpers import MODULES, quiet_trainer, small_table, synthetic_log
+from helpers import MODULES, quiet_trainer, run_worker, small_table, synthetic_log
 from torch import nn
 
 from lit_matching import (
@@ -365,10 +364,7 @@ def test_the_option_round_trips_through_the_cli_config(tmp_path, monkeypatch, ca
 def test_ddp_ranks_keep_the_same_sparse_tables(tmp_path):
     """DDP all-reduces the sparse gradients: both ranks end with the same weights."""
     worker = Path(__file__).with_name("sparse_ddp_worker.py")
-    done = subprocess.run(
-        [sys.executable, str(worker), str(tmp_path)], capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_worker(worker, tmp_path, timeout=300)
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     for (name, a), b in zip(rank0.items(), rank1.values(), strict=True):
         torch.testing.assert_close(a, b, msg=name)

@@ -1,12 +1,10 @@
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import synthetic_log
+from helpers import run_worker, synthetic_log
 
 from lit_matching import MatchingDataModule
 from lit_matching.data.item_sets import EvalSet, ItemSets
@@ -21,13 +19,7 @@ from lit_matching.retrieval.evaluation import (
 def run_validate_worker(out: Path, *args: str) -> list[dict]:
     """``ddp_validate_worker.py out *args``: what each rank wrote, in rank order."""
     worker = Path(__file__).parents[1] / "ddp_validate_worker.py"
-    done = subprocess.run(
-        [sys.executable, str(worker), str(out), *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_worker(worker, out, *args)
     return [json.loads(p.read_text()) for p in sorted(out.glob("rank*.json"))]
 
 
