@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from lit_matching.data.stored_sets import StoredItemSets
 
 __all__ = ["EvalSet", "ItemSets"]
 
@@ -135,7 +139,7 @@ class ItemSets:
         indices = self.indices[np.repeat(starts, lengths) + within]
         return ItemSets(indptr=indptr, indices=indices, num_items=self.num_items)
 
-    def union(self, other: ItemSets) -> ItemSets:
+    def union(self, other: ItemSets | StoredItemSets) -> ItemSets:
         """Row-wise union with another :class:`ItemSets` of the same shape."""
         if other.num_rows != self.num_rows or other.num_items != self.num_items:
             raise ValueError("ItemSets.union needs sets with the same rows and items")
@@ -165,3 +169,25 @@ class EvalSet:
     users: np.ndarray
     targets: ItemSets
     exclude: ItemSets
+
+    @classmethod
+    def of_stage(
+        cls,
+        stage: str,
+        train: ItemSets | StoredItemSets,
+        val: ItemSets | StoredItemSets,
+        test: ItemSets | StoredItemSets,
+    ) -> EvalSet:
+        """Users with targets at ``"val"`` or ``"test"``, their targets and items to exclude.
+
+        Validation excludes each user's training items; test excludes training and validation
+        items. Only the evaluated users' rows are selected before the union (in memory).
+        """
+        if stage not in ("val", "test"):
+            raise ValueError(f"stage must be 'val' or 'test', got {stage!r}")
+        targets = val if stage == "val" else test
+        users = np.flatnonzero(targets.counts() > 0)
+        exclude = train.select(users)
+        if stage == "test":
+            exclude = exclude.union(val.select(users))
+        return cls(users=users, targets=targets.select(users), exclude=exclude)

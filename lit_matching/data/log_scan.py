@@ -129,11 +129,16 @@ class LogScan:
     ) -> LogScan:
         """The log in ``source`` (a file, a folder of files or a list of files).
 
+        ``time_col="auto"`` is ``"timestamp"`` when the first file has that column, else
+        ``None`` (row order).
+
         Raises:
             ValueError: naming a file without a needed column, and the columns it has.
         """
         paths = _files(source)
         kind = _format_of(paths, file_format)
+        if time_col == "auto":  # "timestamp" where the log has it, else row order
+            time_col = "timestamp" if "timestamp" in _column_names(paths[0], kind) else None
         for path in paths:
             names = _column_names(path, kind)
             roles = (("user", user_col), ("item", item_col), ("time", time_col))
@@ -141,11 +146,6 @@ class LogScan:
                 if column is not None and column not in names:
                     raise ValueError(f"{path.name}: no {role} column {column!r}; it has {names}")
         return cls(tuple(paths), kind, user_col, item_col, time_col, rating_col, chunk_rows)
-
-    @property
-    def column_names(self) -> list[str]:
-        """The first file's columns."""
-        return _column_names(self.paths[0], self.kind)
 
     @property
     def columns(self) -> list[str]:

@@ -99,14 +99,7 @@ class PreparedData:
 
     def eval_set(self, stage: str) -> EvalSet:
         """Users with targets at ``"val"`` or ``"test"``, their targets and items to exclude."""
-        if stage == "val":
-            targets, exclude = self.val_items, self.train_items
-        elif stage == "test":
-            targets, exclude = self.test_items, self.train_items.union(self.val_items)
-        else:
-            raise ValueError(f"stage must be 'val' or 'test', got {stage!r}")
-        users = np.flatnonzero(targets.counts() > 0)
-        return EvalSet(users=users, targets=targets.select(users), exclude=exclude.select(users))
+        return EvalSet.of_stage(stage, self.train_items, self.val_items, self.test_items)
 
     @cached_property
     def eval_sampler(self) -> UniformNegativeSampler:

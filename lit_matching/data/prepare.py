@@ -152,18 +152,12 @@ def prepare_shards(
 
 
 def _scan(source: Any, settings: PrepareOptions) -> LogScan:
-    time_col = settings.time_col
-    if time_col == "auto":
-        probe = LogScan.open(
-            source, settings.user_col, settings.item_col, None, None, settings.file_format
-        )
-        time_col = "timestamp" if "timestamp" in probe.column_names else None
     rating_col = settings.rating_col if settings.min_rating is not None else None
     return LogScan.open(
         source,
         settings.user_col,
         settings.item_col,
-        time_col,
+        settings.time_col,
         rating_col,
         settings.file_format,
         chunk_rows=settings.chunk_rows,
@@ -331,32 +325,37 @@ def _split_buckets(
 
 
 def _shuffle(work: Path, writers: BucketWriters, settings: PrepareOptions) -> list[dict[str, Any]]:
-    """Each partition shuffled, written as row groups of exactly ``row_group_size`` rows."""
+    """Each partition shuffled, written as row groups of exactly ``row_group_size`` rows.
+
+    A partition's rows beyond its last whole row group carry over into the next one; what
+    is left at the end is the one shorter row group, in a file of its own.
+    """
     size = settings.row_group_size
     (work / "train").mkdir()
     files: list[dict[str, Any]] = []
-    carry: pa.Table | None = None
+    carry = None
     for index in range(writers.num_partitions):
         table = read_pieces(work / "partitions" / f"{index:05d}")
         if table is None:
             continue
-        shutil.rmtree(work / "partitions" / f"{index:05d}")
         order = np.random.default_rng([settings.seed, 2, index]).permutation(len(table))
         table = table.take(order)
         if carry is not None:
             table = pa.concat_tables([carry, table])
-        last = index == writers.num_partitions - 1
-        whole = len(table) if last else len(table) - len(table) % size
+        whole = len(table) - len(table) % size
         carry = table.slice(whole)
         if whole:
-            name = f"train/part-{len(files):05d}.parquet"
-            pq.write_table(table.slice(0, whole), work / name, row_group_size=size)
-            metadata = pq.ParquetFile(work / name).metadata
-            groups = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
-            files.append({"file": name, "row_groups": groups})
-    if carry is not None and len(carry):  # the last partitions were empty
-        name = f"train/part-{len(files):05d}.parquet"
-        pq.write_table(carry, work / name, row_group_size=size)
-        files.append({"file": name, "row_groups": [len(carry)]})
+            _write_train_file(work, files, table.slice(0, whole), size)
+    if carry is not None and len(carry):
+        _write_train_file(work, files, carry, size)
     shutil.rmtree(work / "partitions", ignore_errors=True)
     return files
+
+
+def _write_train_file(work: Path, files: list[dict[str, Any]], table: pa.Table, size: int) -> None:
+    """Write the next training file and list it with its row groups' sizes."""
+    name = f"train/part-{len(files):05d}.parquet"
+    pq.write_table(table, work / name, row_group_size=size)
+    metadata = pq.ParquetFile(work / name).metadata
+    groups = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+    files.append({"file": name, "row_groups": groups})

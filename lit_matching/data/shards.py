@@ -25,7 +25,7 @@ import json
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property, reduce
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +38,12 @@ from torch.utils.data import IterableDataset, get_worker_info
 from lit_matching.data.batches import Batch, BatchBuilder, keep_batch
 from lit_matching.data.features import FeatureTable
 from lit_matching.data.interactions import IdVocabulary
-from lit_matching.data.item_sets import EvalSet, ItemSets
+from lit_matching.data.item_sets import EvalSet
 from lit_matching.data.prepare import PREPARED_FILE
 from lit_matching.data.resume import EpochCounter, ResumableLoader
 from lit_matching.data.sampling import NegativeSampler, UniformNegativeSampler
 from lit_matching.data.stored_sets import StoredItemSets
-from lit_matching.data.tuples import InteractionTuples, RowHistories, tuple_batch
+from lit_matching.data.tuples import InteractionTuples, RowHistories, held_out_seed, tuple_batch
 
 __all__ = ["PREPARED_ARGUMENTS", "PreparedShards", "ShardBatches", "ShardLoader", "shard_loader"]
 
@@ -141,19 +141,12 @@ class PreparedShards:
 
     def eval_set(self, stage: str) -> EvalSet:
         """As :meth:`~lit_matching.data.pipeline.PreparedData.eval_set` (sets in memory)."""
-        if stage not in ("val", "test"):
-            raise ValueError(f"stage must be 'val' or 'test', got {stage!r}")
-        targets = self.val_items if stage == "val" else self.test_items
-        known = [self.train_items] if stage == "val" else [self.train_items, self.val_items]
-        users = np.flatnonzero(targets.counts() > 0)
-        exclude = reduce(ItemSets.union, (sets.select(users) for sets in known))
-        return EvalSet(users=users, targets=targets.select(users), exclude=exclude)
+        return EvalSet.of_stage(stage, self.train_items, self.val_items, self.test_items)
 
     @cached_property
     def eval_sampler(self) -> UniformNegativeSampler:
         """Uniform negatives avoiding all of a user's known items (for val / test tuples)."""
-        parts = (self.train_items, self.val_items, self.test_items)
-        return UniformNegativeSampler(reduce(ItemSets.union, (p.to_item_sets() for p in parts)))
+        return UniformNegativeSampler(self.train_items.union(self.val_items).union(self.test_items))
 
     def latest_history(self, stage: str, users: np.ndarray, length: int) -> RowHistories:
         """Each of ``users``' last ``length`` items known at ``stage`` (val, test, serve)."""
@@ -184,7 +177,7 @@ class PreparedShards:
             self.eval_sampler,
             num_negatives,
             build,
-            seed=[seed, {"val": 1, "test": 2}[stage]],
+            seed=held_out_seed(seed, stage),
             resample=False,
             history=histories,
             item_log_q=self.item_log_q,
@@ -254,18 +247,26 @@ class ShardBatches(IterableDataset[Batch]):
         self.epoch, self.first_batch = 0, 0  # set by ShardLoader before each epoch
         self._windows: OrderedDict[tuple[int, int], dict[str, np.ndarray]] = OrderedDict()
         self._files: dict[str, pq.ParquetFile] = {}
-        self._epoch_groups: tuple[int, np.ndarray] = (-1, np.zeros(0, np.int64))
+        # The epoch's row groups of this rank and where each window starts, per epoch.
+        self._layout_of: tuple[int, np.ndarray, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return -(-self._rows // self.batch_size)
 
     def rank_groups(self, epoch: int) -> np.ndarray:
         """Indices (into the row groups) of this rank's row groups in ``epoch``, in order."""
-        if self._epoch_groups[0] != epoch:
+        return self._layout(epoch)[0]
+
+    def _layout(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """``epoch``'s row groups of this rank and the first row of each window (and the end)."""
+        if self._layout_of is None or self._layout_of[0] != epoch:
             stream = np.random.SeedSequence(self.seed, spawn_key=(epoch,))
             order = np.random.default_rng(stream).permutation(self._candidates)
-            self._epoch_groups = (epoch, order[self.rank :: self.world_size][: self._per_rank])
-        return self._epoch_groups[1]
+            groups = order[self.rank :: self.world_size][: self._per_rank]
+            sizes = np.array([self.groups[g][2] for g in groups])
+            window_rows = np.add.reduceat(sizes, np.arange(0, len(sizes), self.window))
+            self._layout_of = (epoch, groups, np.concatenate([[0], np.cumsum(window_rows)]))
+        return self._layout_of[1], self._layout_of[2]
 
     def __iter__(self) -> Iterator[Batch]:
         info = get_worker_info()
@@ -275,15 +276,12 @@ class ShardBatches(IterableDataset[Batch]):
 
     def batch(self, epoch: int, number: int) -> Batch:
         """Batch ``number`` of ``epoch`` (its rows, negatives and histories)."""
-        groups = self.rank_groups(epoch)
-        sizes = np.array([self.groups[g][2] for g in groups])
-        window_rows = np.add.reduceat(sizes, np.arange(0, len(sizes), self.window))
-        window_starts = np.concatenate([[0], np.cumsum(window_rows)])
+        groups, window_starts = self._layout(epoch)
         start = number * self.batch_size
         stop = min(start + self.batch_size, self._rows)
         parts = []
         first = int(np.searchsorted(window_starts, start, side="right")) - 1
-        for w in range(first, len(window_rows)):
+        for w in range(first, len(window_starts) - 1):
             if window_starts[w] >= stop:
                 break
             rows = self._window(epoch, w, groups)

@@ -110,24 +110,21 @@ class StoredItemSets:
 
     def select(self, rows: np.ndarray) -> ItemSets:
         """An in-memory :class:`~lit_matching.data.item_sets.ItemSets` of ``rows``, in order."""
-        rows = np.asarray(rows, dtype=np.int64)
-        lengths = self.indptr[rows + 1] - self.indptr[rows]
-        indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        within = np.arange(indptr[-1]) - np.repeat(indptr[:-1], lengths)
-        positions = np.repeat(self.indptr[rows], lengths) + within
-        indices = np.asarray(self.indices[positions], dtype=np.int64)
-        return ItemSets(indptr=indptr, indices=indices, num_items=self.num_items)
+        picked = self._view().select(rows)
+        return ItemSets(picked.indptr, picked.indices.astype(np.int64), self.num_items)
 
     def keys(self) -> np.ndarray:
         """Sorted ``row * num_items + item`` keys of all stored pairs (int64, in memory)."""
-        rows = np.repeat(np.arange(self.num_rows), self.counts())
-        return rows * self.num_items + np.asarray(self.indices, dtype=np.int64)
+        return self._view().keys()
 
     def union(self, other: ItemSets | StoredItemSets) -> ItemSets:
         """Row-wise union, in memory (e.g. every item a user has seen, for an export)."""
-        if isinstance(other, StoredItemSets):
-            other = other.to_item_sets()
         return self.to_item_sets().union(other)
+
+    def _view(self) -> ItemSets:
+        # The same arrays read as ItemSets (items stay int32 and memory-mapped): its row
+        # arithmetic serves both classes; only membership and row sums differ here.
+        return ItemSets(self.indptr, self.indices, self.num_items)
 
     def to_item_sets(self) -> ItemSets:
         """All rows as an in-memory :class:`~lit_matching.data.item_sets.ItemSets`."""

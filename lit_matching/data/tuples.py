@@ -26,6 +26,7 @@ __all__ = [
     "InteractionTuples",
     "RowHistories",
     "UserBatches",
+    "held_out_seed",
     "stage_tuples",
     "tuple_batch",
 ]
@@ -285,6 +286,11 @@ class UserBatches(Dataset[Batch]):
         return self.__getitems__([index])
 
 
+def held_out_seed(seed: int, stage: str) -> list[int]:
+    """The stream of the fixed negatives of ``"val"`` or ``"test"`` tuples: ``[seed, 1 or 2]``."""
+    return [seed, {"val": 1, "test": 2}[stage]]
+
+
 def stage_tuples(
     data: PreparedData,
     stage: str,
@@ -321,7 +327,7 @@ def stage_tuples(
         num_negatives,
         build,
         # Distinct streams per DDP rank; fixed ones for validation and test.
-        seed=list(seed) if train else [seed[0], {"val": 1, "test": 2}[stage]],
+        seed=list(seed) if train else held_out_seed(seed[0], stage),
         resample=train,
         history=history,
         item_log_q=data.item_log_q,
