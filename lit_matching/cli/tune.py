@@ -10,8 +10,16 @@ Each trial fits ``--config`` with the trial's values of the space's keys
 part (a ``RetrievalEvaluator``'s ``test_every_n_epochs`` is switched off), logs nothing and
 saves no checkpoint. Its value is the best ``--metric`` (default ``val/recall@20``) over its
 epochs; it reports the metric to Optuna after every validation, and a trial the pruner
-(``MedianPruner``) judges behind the others stops there. A trial whose loss diverges
-(``FloatingPointError``) is recorded as failed and the search goes on.
+(``MedianPruner``) judges behind the others stops there.
+
+A trial that its own values break (a ``ValueError``, ``RuntimeError`` or ``ArithmeticError``
+while building or fitting its model: a tower given a size the other does not take, a value a
+class refuses, a diverging loss, memory) is recorded as failed, its error on its progress line
+(``trial 3 FAIL: RuntimeError: ...``), and the search goes on. A problem of the setup stops at
+once: the config, its data and its validation part are built and checked before trial 0, and a
+``--metric`` that validation does not log stops the first trial. When the first trials all fail
+(three in a row, or every trial asked for if fewer, and none of the study ever ran), the command
+stops with the last error: the config or the space, not one draw, is at fault.
 
 In ``DIR`` (default ``lit_matching_tune/<config name>``):
 
@@ -19,7 +27,8 @@ In ``DIR`` (default ``lit_matching_tune/<config name>``):
   earlier ones kept, so a stopped tune resumes;
 * ``best.yaml``, the complete config of the best trial, which ``lit-matching fit --config
   DIR/best.yaml`` takes;
-* ``trials.png``, the value of each trial and the best so far.
+* ``trials.png``, the value of each trial and the best so far
+  (:mod:`~lit_matching.cli.tune_report` writes it and the progress lines).
 
 The test part is scored by that separate command, once, when tuning is over: ``fit`` trains the
 best config and evaluates its best checkpoint on validation and test (and may train on more
@@ -43,13 +52,17 @@ import pytorch_lightning as pl
 from jsonargparse import ArgumentError
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from lit_matching.cli import _TRACEBACK_VARIABLE
 from lit_matching.cli.configs import DEFAULT_CONFIG, _resolve_configs
 from lit_matching.cli.lightning import MatchingCLI, _keeping_none
+from lit_matching.cli.tune_report import plot_trials, progress_line, trial_curve
 from lit_matching.cli.tune_space import (
+    SearchSpace,
+    check_values,
     import_optuna,
     load_space,
     override,
-    sample_value,
+    overrides,
     short_key,
     suggest,
 )
@@ -59,13 +72,33 @@ from lit_matching.retrieval.evaluation import RetrievalEvaluator
 
 if TYPE_CHECKING:
     import optuna
-    from optuna.distributions import BaseDistribution
 
-__all__ = ["TrialPruning", "check_space", "tune_command", "trial_curve"]
+__all__ = [
+    "SetupError",
+    "TrialPruning",
+    "check_setup",
+    "check_space",
+    "trial_curve",
+    "tune_command",
+]
 
 #: Before the user's arguments in every trial (which may override them): no logs, no summary.
 _TRIAL_ARGS = ["--trainer.logger=false", "--trainer.enable_model_summary=false"]
 _STUDY_NAME = "lit-matching"
+#: What a trial's own values can raise while its model is built or fitted (a value a class
+#: refuses, tensors of sizes that do not meet, a diverging loss, memory): that trial fails.
+#: Anything else (a missing file, a bad key, a bug) stops the study.
+_TRIAL_ERRORS = (ValueError, RuntimeError, ArithmeticError, ArgumentError)
+#: Failed trials in a row, with none of the study run, that stop it: the setup is at fault.
+_FAILURES_TO_STOP = 3
+
+
+class SetupError(ValueError):
+    """A problem of the tuning's setup, not of one trial's values: it stops the study at once."""
+
+
+class _TrialFailed(Exception):
+    """A trial's own error (:data:`_TRIAL_ERRORS`), recorded as that trial's failure."""
 
 
 class _ParseOnlyCLI(MatchingCLI):
@@ -92,23 +125,27 @@ def _cli(args: Sequence[str], parse_only: bool = False) -> MatchingCLI:
         )
 
 
-def check_space(args: Sequence[str], space: dict[str, BaseDistribution], path: str) -> None:
+def check_space(args: Sequence[str], space: SearchSpace, path: str) -> None:
     """Raise, naming the key, if a key of ``space`` is not a setting of the config of ``args``.
 
-    Each key is set to a value its distribution can give; the config's parser judges.
+    Each key, and each key linked to it by ``also``, is set to each of the distribution's
+    :func:`~lit_matching.cli.tune_space.check_values`; the config's parser judges.
     """
     try:
         _cli(list(args), parse_only=True)
     except ArgumentError as error:
         raise ValueError(f"the config or its arguments do not parse: {error}") from error
-    for key, distribution in space.items():
-        try:
-            _cli([*args, override(key, sample_value(distribution))], parse_only=True)
-        except ArgumentError as error:
-            raise ValueError(
-                f"{path}: {key!r} is not a setting of the config that takes "
-                f"{sample_value(distribution)!r}: {error}"
-            ) from error
+    for key, distribution in space.distributions.items():
+        for setting in (key, *space.links.get(key, ())):
+            for value in check_values(distribution):
+                try:
+                    _cli([*args, override(setting, value)], parse_only=True)
+                except ArgumentError as error:
+                    linked = "" if setting == key else f" (in the 'also' of {key!r})"
+                    raise ValueError(
+                        f"{path}: {setting!r}{linked} is not a setting of the config that "
+                        f"takes {value!r}: {error}"
+                    ) from error
 
 
 @dataclass
@@ -135,7 +172,7 @@ class TrialPruning(pl.Callback):
         logged = trainer.callback_metrics.get(self.monitor)
         if logged is None:
             names = sorted(k for k in trainer.callback_metrics if k.startswith("val"))
-            raise ValueError(f"--metric {self.monitor!r} was not logged; validation logs {names}")
+            raise SetupError(f"--metric {self.monitor!r} was not logged; validation logs {names}")
         value = float(logged)
         epoch = trainer.current_epoch
         self.values.append(value)
@@ -164,24 +201,41 @@ def _quiet_lightning() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def _run_trial(
-    trial: optuna.trial.Trial, args: list[str], space: dict[str, BaseDistribution], options: Any
-) -> float:
-    """Fit the config with the trial's values on train, validate; the best value of the metric."""
-    optuna = import_optuna()
-    params = suggest(trial, space)
-    trial.set_user_attr("args", args)
-    trial_args = [*args[:2], *_TRIAL_ARGS, *args[2:]]  # args: --config PATH, then the user's
-    cli = _cli([*trial_args, *(override(k, v) for k, v in params.items())])
-    trainer, datamodule = cli.trainer, cli.datamodule
-    assert isinstance(datamodule, MatchingDataModule)
+def _check_validation_part(datamodule: MatchingDataModule) -> None:
     if not len(datamodule.eval_set("val").users):
-        raise ValueError(
+        raise SetupError(
             "tuning needs a validation part: the data has 0 validation interactions after "
             f"splitting (split={datamodule.split!r}, split_files={datamodule.split_files!r}); "
             "tune with a split that holds some out, e.g. --data.split_files "
             "'[train.txt, valid.txt, test.txt]' for the LightGCN files"
         )
+
+
+def check_setup(args: Sequence[str]) -> None:
+    """Build the config of ``args`` (``--config PATH`` first) and its data; check validation.
+
+    Run before trial 0, so that what every trial would meet (a bad data path, a config that
+    does not build, no validation part) stops the command at once.
+    """
+    cli = _cli([*args[:2], *_TRIAL_ARGS, *args[2:]])
+    assert isinstance(cli.datamodule, MatchingDataModule)
+    _check_validation_part(cli.datamodule)
+
+
+def _run_trial(
+    trial: optuna.trial.Trial, args: list[str], space: SearchSpace, options: Any
+) -> float:
+    """Fit the config with the trial's values on train, validate; the best value of the metric."""
+    optuna = import_optuna()
+    params = suggest(trial, space.distributions)
+    trial.set_user_attr("args", args)
+    if space.links:  # stored with the trial: its best config is written from what it ran
+        trial.set_user_attr("links", {key: list(also) for key, also in space.links.items()})
+    trial_args = [*args[:2], *_TRIAL_ARGS, *args[2:]]  # args: --config PATH, then the user's
+    cli = _cli([*trial_args, *overrides(params, space.links)])
+    trainer, datamodule = cli.trainer, cli.datamodule
+    assert isinstance(datamodule, MatchingDataModule)
+    _check_validation_part(datamodule)
     for callback in trainer.callbacks:  # type: ignore[attr-defined]
         if isinstance(callback, RetrievalEvaluator):
             callback.test_every_n_epochs = 0  # trials never look at the test part
@@ -200,59 +254,52 @@ def _run_trial(
     return pruning.best
 
 
-def trial_curve(study: optuna.Study) -> list[tuple[int, float, str, float | None]]:
-    """``(number, value, state, best so far)`` of each trial with a value, in order.
+def _error_text(error: BaseException, limit: int = 300) -> str:
+    """``Type: message`` of the error's first cause, on one line, at most ``limit`` long.
 
-    A pruned trial's value is its last reported one (not a candidate for the best); failed
-    and running trials are left out. The best so far counts completed trials only.
-
-    Example:
-        >>> import optuna
-        >>> optuna.logging.set_verbosity(optuna.logging.WARNING)
-        >>> study = optuna.create_study(direction="maximize")
-        >>> for value in (0.2, 0.1, 0.3):
-        ...     study.add_trial(optuna.trial.create_trial(value=value))
-        >>> trial_curve(study)
-        [(0, 0.2, 'COMPLETE', 0.2), (1, 0.1, 'COMPLETE', 0.2), (2, 0.3, 'COMPLETE', 0.3)]
+    jsonargparse reports a class that refuses a value as a ``ValueError`` over every type it
+    tried; the class's own error is its cause.
     """
-    maximize = study.direction.name == "MAXIMIZE"
-    curve, best = [], None
-    for trial in study.trials:
-        state = trial.state.name
-        if state == "COMPLETE" and trial.value is not None:
-            value = trial.value
-            better = best is None or (value > best if maximize else value < best)
-            best = value if better else best
-        elif state == "PRUNED" and trial.intermediate_values:
-            value = trial.intermediate_values[max(trial.intermediate_values)]
-        else:
-            continue
-        curve.append((trial.number, value, state, best))
-    return curve
+    while error.__cause__ is not None:
+        error = error.__cause__
+    text = " ".join(f"{type(error).__name__}: {error}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def plot_trials(study: optuna.Study, path: Path, metric: str) -> None:
-    """Write a PNG of :func:`trial_curve`: each trial's value, and the best so far."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
+def _objective(
+    trial: optuna.trial.Trial, args: list[str], space: SearchSpace, options: Any
+) -> float:
+    """:func:`_run_trial`; a trial's own error is recorded on it and fails that trial only."""
+    try:
+        return _run_trial(trial, args, space, options)
+    except SetupError:
+        raise
+    except _TRIAL_ERRORS as error:
+        trial.set_user_attr("error", _error_text(error))
+        raise _TrialFailed(trial.user_attrs["error"]) from error
 
-    curve = trial_curve(study)
-    figure = Figure(figsize=(7, 4))
-    axes = figure.add_subplot()
-    for state, marker in (("COMPLETE", "o"), ("PRUNED", "x")):
-        points = [(n, v) for n, v, s, _ in curve if s == state]
-        if points:
-            axes.scatter(*zip(*points, strict=True), marker=marker, label=state.lower())
-    steps = [(n, b) for n, _, _, b in curve if b is not None]
-    if steps:
-        axes.step(*zip(*steps, strict=True), where="post", color="black", label="best so far")
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.set_xlabel("trial")
-    axes.set_ylabel(metric)
-    axes.set_title(f"{len(study.trials)} trials, {study.direction.name.lower()} {metric}")
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
+
+@dataclass
+class _FailureGuard:
+    """Stops the study when its first trials fail in a row: the setup is at fault, not a draw.
+
+    An Optuna callback: after ``limit`` failures in a row in this run, while no trial of the
+    study has completed or been pruned, it raises with the last error.
+    """
+
+    limit: int
+    failures: int = 0
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """Count the trial's failure, or start again after a trial that ran."""
+        self.failures = self.failures + 1 if trial.state.name == "FAIL" else 0
+        ran = any(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
+        if self.failures >= self.limit and not ran:
+            raise ValueError(
+                f"{self.failures} trials in a row failed and no trial of the study has "
+                "completed: the config or the search space is at fault, not one trial's "
+                f"values; trial {trial.number}'s error: {trial.user_attrs.get('error', '-')}"
+            )
 
 
 def write_best_config(study: optuna.Study, path: Path, metric: str) -> bool:
@@ -261,7 +308,8 @@ def write_best_config(study: optuna.Study, path: Path, metric: str) -> bool:
     if not completed:
         return False
     best = study.best_trial
-    args = [*best.user_attrs["args"], *(override(k, v) for k, v in best.params.items())]
+    links = best.user_attrs.get("links", {})
+    args = [*best.user_attrs["args"], *overrides(best.params, links)]
     cli = _cli(args, parse_only=True)
     with _keeping_none():
         text = cli.parser.dump(cli.config, skip_none=False)
@@ -273,27 +321,6 @@ def write_best_config(study: optuna.Study, path: Path, metric: str) -> bool:
     )
     path.write_text(header + text)
     return True
-
-
-def _progress_line(study: optuna.Study, trial: optuna.trial.FrozenTrial, metric: str) -> None:
-    """One line per finished trial: number, state, value, best so far, the trial's values."""
-    if trial.state.name == "COMPLETE":
-        value = f"{metric} {trial.value:.4f}"
-    elif trial.state.name == "PRUNED" and trial.intermediate_values:
-        epoch = max(trial.intermediate_values)
-        value = f"at epoch {epoch}: {metric} {trial.intermediate_values[epoch]:.4f}"
-    else:
-        value = "-"
-    completed = [t for t in study.trials if t.state.name == "COMPLETE"]
-    best = (
-        f"best {study.best_value:.4f} (trial {study.best_trial.number})" if completed else "best -"
-    )
-    params = " ".join(f"{short_key(k)}={_fmt(v)}" for k, v in trial.params.items())
-    print(f"trial {trial.number} {trial.state.name} {value} | {best} | {params}", flush=True)
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -355,7 +382,10 @@ def tune_command(args: Sequence[str]) -> None:
     if options.trials < 1:
         raise ValueError(f"--trials has to be at least 1, got {options.trials}")
     optuna = import_optuna()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress lines replace its logs
+    # The progress lines replace Optuna's logs, a failed trial's error included; its warning
+    # with the traceback is kept when tracebacks are asked for.
+    verbose = os.environ.get(_TRACEBACK_VARIABLE, "") not in ("", "0")
+    optuna.logging.set_verbosity(optuna.logging.WARNING if verbose else optuna.logging.ERROR)
     # Deprecations inside Lightning's own calls (jsonargparse, torch pytree) are not the user's.
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
@@ -363,6 +393,7 @@ def tune_command(args: Sequence[str]) -> None:
     space = load_space(space_path)
     base = _resolve_configs(["--config", options.config, *extra])
     check_space(base, space, space_path)
+    check_setup(base)
     name = Path(options.config).name.removesuffix(".yaml")
     directory = Path(options.study_dir or Path("lit_matching_tune") / name)
     study = _open_study(optuna, directory, options, Path(base[1]).name)
@@ -373,10 +404,13 @@ def tune_command(args: Sequence[str]) -> None:
     )
     try:
         study.optimize(
-            lambda trial: _run_trial(trial, base, space, options),
+            lambda trial: _objective(trial, base, space, options),
             n_trials=options.trials,
-            catch=(FloatingPointError,),
-            callbacks=[lambda s, t: _progress_line(s, t, options.metric)],
+            catch=(_TrialFailed,),
+            callbacks=[
+                lambda s, t: progress_line(s, t, options.metric),
+                _FailureGuard(min(_FAILURES_TO_STOP, options.trials)),
+            ],
         )
     finally:
         if study.trials:

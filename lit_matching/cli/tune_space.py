@@ -10,13 +10,28 @@ Each entry maps a key of the config, as ``--key value`` would set it on the comm
 
 ``float`` and ``int`` take ``low`` and ``high`` (both included) and either ``log: true`` (a
 log-uniform draw; ``low`` > 0) or a ``step``; ``categorical`` takes ``choices`` (strings,
-numbers, booleans or ``null``). Whether each key is a setting of the config is checked by
+numbers, booleans or ``null``).
+
+An entry may also set other keys to the value it draws, ``also: [key, ...]``: settings that
+have to agree, such as the two towers' sizes::
+
+    model.init_args.user_tower.init_args.embedding_dim:
+      type: categorical
+      choices: [32, 64, 128]
+      also: [model.init_args.item_tower.init_args.embedding_dim]
+
+The trial records the entry's own key only (its Optuna parameter); its config, and the best
+config written, set the linked keys too. A key is set by one entry only: as an entry's key or
+in one ``also``. Whether each key, linked ones included, is a setting of the config that takes
+the distribution's values (its ends, or every choice) is checked by
 :func:`lit_matching.cli.tune.check_space` before any trial runs.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +41,16 @@ if TYPE_CHECKING:
     import optuna
     from optuna.distributions import BaseDistribution
 
-__all__ = ["import_optuna", "load_space", "override", "sample_value", "short_key", "suggest"]
+__all__ = [
+    "SearchSpace",
+    "check_values",
+    "import_optuna",
+    "load_space",
+    "override",
+    "overrides",
+    "short_key",
+    "suggest",
+]
 
 _FIELDS = {
     "float": {"low", "high", "log", "step"},
@@ -94,35 +118,90 @@ def _distribution(key: str, spec: Any) -> BaseDistribution:
         raise ValueError(f"{key}: {error}") from error
 
 
-def load_space(path: str | Path) -> dict[str, BaseDistribution]:
-    """Read a search-space file (see the module): dotted key -> Optuna distribution.
+@dataclass(frozen=True)
+class SearchSpace:
+    """A search space read by :func:`load_space`.
+
+    Attributes:
+        distributions: Each entry's key and its Optuna distribution.
+        links: An entry's key -> the other keys its ``also`` sets to the same value (entries
+            without ``also`` are not in it).
+    """
+
+    distributions: dict[str, BaseDistribution]
+    links: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def _is_key(key: Any) -> bool:
+    return isinstance(key, str) and bool(key) and not key.startswith("-")
+
+
+def _split_also(key: str, spec: Any) -> tuple[Any, tuple[str, ...]]:
+    """The entry's distribution fields and its ``also`` keys (checked: a list of keys)."""
+    if not isinstance(spec, dict) or "also" not in spec:
+        return spec, ()
+    also = spec["also"]
+    if not isinstance(also, list) or not also or not all(_is_key(k) for k in also):
+        raise ValueError(
+            f"{key}: 'also' must be a non-empty list of dotted config keys, got {also!r}"
+        )
+    return {k: v for k, v in spec.items() if k != "also"}, tuple(also)
+
+
+def _check_set_once(path: str | Path, links: dict[str, tuple[str, ...]]) -> None:
+    """Raise, naming the key, if a key is set by two entries (or twice by one)."""
+    setter = {key: key for key in links}  # each key -> the entry that sets it
+    for key, also in links.items():
+        for linked in also:
+            if linked in setter:
+                first = setter[linked]
+                why = (
+                    "an entry's own key"
+                    if first == linked
+                    else f"set by {first!r} already" + (" (listed twice)" if first == key else "")
+                )
+                raise ValueError(
+                    f"{path}: {linked!r}, in the 'also' of {key!r}, is {why}: each key may be "
+                    "set by one entry only"
+                )
+            setter[linked] = key
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Read a search-space file (see the module): distributions and linked keys.
 
     Raises:
-        ValueError: naming the file and the key, for an entry that is not a distribution.
+        ValueError: naming the file and the key, for an entry that is not a distribution, an
+            ``also`` that is not a list of keys, or a key set by two entries.
 
     Example:
         >>> import tempfile
         >>> folder = tempfile.mkdtemp()
         >>> _ = (Path(folder) / "space.yaml").write_text(
-        ...     "model.init_args.learning_rate: {type: float, low: 0.001, high: 0.1, log: true}"
+        ...     "model.init_args.user_tower.init_args.embedding_dim: {type: categorical, "
+        ...     "choices: [32, 64], also: [model.init_args.item_tower.init_args.embedding_dim]}"
         ... )
-        >>> load_space(Path(folder) / "space.yaml")["model.init_args.learning_rate"]
-        FloatDistribution(high=0.1, log=True, low=0.001, step=None)
+        >>> space = load_space(Path(folder) / "space.yaml")
+        >>> space.distributions["model.init_args.user_tower.init_args.embedding_dim"]
+        CategoricalDistribution(choices=(32, 64))
+        >>> [(short_key(k), [short_key(x) for x in also]) for k, also in space.links.items()]
+        [('model.user_tower.embedding_dim', ['model.item_tower.embedding_dim'])]
     """
     import_optuna()
-    text = Path(path).read_text()
-    entries = yaml.safe_load(text)
+    entries = yaml.safe_load(Path(path).read_text())
     if not isinstance(entries, dict) or not entries:
         raise ValueError(f"{path}: expected a mapping of config keys to distributions")
-    space = {}
+    distributions, links = {}, {}
     for key, spec in entries.items():
-        if not isinstance(key, str) or not key or key.startswith("-"):
+        if not _is_key(key):
             raise ValueError(f"{path}: {key!r} is not a dotted config key (model.init_args.x)")
         try:
-            space[key] = _distribution(key, spec)
+            spec, links[key] = _split_also(key, spec)
+            distributions[key] = _distribution(key, spec)
         except ValueError as error:
             raise ValueError(f"{path}: {error}") from error
-    return space
+    _check_set_once(path, links)
+    return SearchSpace(distributions, {key: also for key, also in links.items() if also})
 
 
 def suggest(trial: optuna.trial.Trial, space: dict[str, BaseDistribution]) -> dict[str, Any]:
@@ -142,13 +221,20 @@ def suggest(trial: optuna.trial.Trial, space: dict[str, BaseDistribution]) -> di
     return values
 
 
-def sample_value(distribution: BaseDistribution) -> Any:
-    """A value the distribution can give (its low end or first choice): for checking a key."""
+def check_values(distribution: BaseDistribution) -> list[Any]:
+    """The values to check a key with: every choice, or both ends of a range.
+
+    Example:
+        >>> from optuna.distributions import CategoricalDistribution, IntDistribution
+        >>> check_values(IntDistribution(2, 16)), check_values(CategoricalDistribution([1, "a"]))
+        ([2, 16], [1, 'a'])
+    """
     from optuna.distributions import CategoricalDistribution
 
     if isinstance(distribution, CategoricalDistribution):
-        return distribution.choices[0]
-    return distribution.low  # type: ignore[attr-defined]
+        return list(distribution.choices)
+    low, high = distribution.low, distribution.high  # type: ignore[attr-defined]
+    return [low] if low == high else [low, high]
 
 
 def override(key: str, value: Any) -> str:
@@ -160,6 +246,24 @@ def override(key: str, value: Any) -> str:
     """
     text = value if isinstance(value, str) else json.dumps(value)
     return f"--{key}={text}"
+
+
+def overrides(
+    values: Mapping[str, Any], links: Mapping[str, Sequence[str]] | None = None
+) -> list[str]:
+    """The arguments that set each key of ``values``, and the keys linked to it, to its value.
+
+    Example:
+        >>> overrides({"model.init_args.user_tower.init_args.embedding_dim": 32},
+        ...           {"model.init_args.user_tower.init_args.embedding_dim": ["data.x"]})
+        ['--model.init_args.user_tower.init_args.embedding_dim=32', '--data.x=32']
+    """
+    links = links or {}
+    return [
+        override(linked, value)
+        for key, value in values.items()
+        for linked in (key, *links.get(key, ()))
+    ]
 
 
 def short_key(key: str) -> str:

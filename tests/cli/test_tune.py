@@ -10,7 +10,7 @@ import yaml
 
 from lit_matching import RetrievalEvaluator
 from lit_matching.cli import main, run_cli, tune_command
-from lit_matching.cli.tune import TrialPruning, trial_curve
+from lit_matching.cli.tune import SetupError, TrialPruning, trial_curve
 
 #: One epoch of two training batches per trial, quiet.
 TINY = [
@@ -18,6 +18,8 @@ TINY = [
     "--trainer.limit_train_batches=2",
     "--trainer.enable_progress_bar=false",
 ]
+USER_DIM = "model.init_args.user_tower.init_args.embedding_dim"
+ITEM_DIM = "model.init_args.item_tower.init_args.embedding_dim"
 SPACE = """
 model.init_args.learning_rate: {type: float, low: 0.005, high: 0.1, log: true}
 data.num_negatives: {type: int, low: 2, high: 16}
@@ -134,12 +136,45 @@ def test_a_resumed_study_keeps_its_metric(tuned):
         ("data.num_negatives: {type: integer, low: 1, high: 4}", r"data.num_negatives: expected"),
         ("data.num_negatives: {type: int, low: 1, high: 4, lg: true}", r"data.num_negatives: .*lg"),
         ("data.num_negatives: {type: categorical, choices: [a]}", r"'data.num_negatives' is not"),
+        # every choice is checked, not only the first
+        (
+            "model.init_args.similarity: {type: categorical, choices: [cosine, cosin]}",
+            r"'model.init_args.similarity' is not a setting of the config that takes 'cosin'",
+        ),
+        # linked keys: each one checked, each key set by one entry only
+        (
+            "data.num_negatives: {type: int, low: 2, high: 4, also: [data.num_negativs]}",
+            r"'data.num_negativs' \(in the 'also' of 'data.num_negatives'\) is not a setting",
+        ),
+        (
+            "data.num_negatives: {type: int, low: 2, high: 4, also: data.batch_size}",
+            r"data.num_negatives: 'also' must be a non-empty list",
+        ),
+        (
+            "data.num_negatives: {type: int, low: 2, high: 4, also: [data.num_negatives]}",
+            r"'data.num_negatives', in the 'also' of 'data.num_negatives', is an entry's own key",
+        ),
+        (
+            f"{USER_DIM}: {{type: int, low: 8, high: 16, also: [{ITEM_DIM}]}}\n"
+            f"{ITEM_DIM}: {{type: int, low: 8, high: 16}}",
+            rf"'{ITEM_DIM}', in the 'also' of '{USER_DIM}', is an entry's own key",
+        ),
+        (
+            f"{USER_DIM}: {{type: int, low: 8, high: 16, also: [{ITEM_DIM}]}}\n"
+            f"data.num_negatives: {{type: int, low: 8, high: 16, also: [{ITEM_DIM}]}}",
+            rf"'{ITEM_DIM}', in the 'also' of 'data.num_negatives', is set by '{USER_DIM}'",
+        ),
+        (
+            f"{USER_DIM}: {{type: int, low: 8, high: 16, also: [{ITEM_DIM}, {ITEM_DIM}]}}",
+            r"is set by .* already \(listed twice\)",
+        ),
     ],
 )
 def test_a_bad_space_is_refused_naming_the_key(tmp_path, entry, message):
     (tmp_path / "space.yaml").write_text(entry)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as error:
         tune(tmp_path, 1)
+    assert str(tmp_path / "space.yaml") in str(error.value)  # and the file
     assert not (tmp_path / "study").exists()  # refused before any trial
 
 
@@ -179,3 +214,75 @@ def test_trial_pruning_reports_and_stops_a_trial_behind_the_others():
     missing = TrialPruning(study.ask(), "val/recall@5")
     with pytest.raises(ValueError, match=r"'val/recall@5' was not logged.*val/recall@20"):
         missing.on_validation_end(fake_trainer(0.1, 0), None)
+
+
+def test_linked_keys_take_the_drawn_value_and_the_best_config_fits(tmp_path, monkeypatch):
+    # Unlinked, a user tower of 16 or 32 and the config's item tower of 64 cannot train.
+    (tmp_path / "space.yaml").write_text(
+        f"{USER_DIM}: {{type: categorical, choices: [16, 32], also: [{ITEM_DIM}]}}\n"
+        "model.init_args.learning_rate: {type: float, low: 0.01, high: 0.1, log: true}\n"
+    )
+    tune(tmp_path, 2)
+    study = load(tmp_path)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    for trial in study.trials:  # the Optuna parameters: the entries' own keys only
+        assert set(trial.params) == {USER_DIM, "model.init_args.learning_rate"}
+    best = study.best_trial
+    path = tmp_path / "study" / "best.yaml"
+    model = yaml.safe_load(path.read_text())["model"]["init_args"]
+    dims = [model[tower]["init_args"]["embedding_dim"] for tower in ("user_tower", "item_tower")]
+    assert dims == [best.params[USER_DIM]] * 2
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["lit-matching"])
+    cli = run_cli(["fit", "--config", str(path)])
+    assert cli.model.item_tower.embedding.embedding_dim == best.params[USER_DIM]
+    (evaluator,) = [c for c in cli.trainer.callbacks if isinstance(c, RetrievalEvaluator)]
+    assert evaluator.results["val"]["recall@20"] == pytest.approx(best.value, rel=1e-6)
+
+
+def test_a_trial_its_values_break_fails_and_the_study_goes_on(tmp_path, capsys):
+    # A user tower of 32 does not meet the config's item tower of 64; one of 64 does.
+    (tmp_path / "space.yaml").write_text(f"{USER_DIM}: {{type: categorical, choices: [32, 64]}}")
+    tune(tmp_path, 3)  # the sampler's seed 0 draws both sizes in 3 trials
+    trials = load(tmp_path).trials
+    assert len(trials) == 3
+    assert {t.params[USER_DIM] for t in trials} == {32, 64}
+    for trial in trials:
+        fails = trial.params[USER_DIM] == 32
+        assert trial.state.name == ("FAIL" if fails else "COMPLETE")
+        assert ("size of tensor" in trial.user_attrs.get("error", "")) == fails
+    out = capsys.readouterr().out
+    (failed, *_) = [t for t in trials if t.state.name == "FAIL"]
+    (line,) = [line for line in out.splitlines() if line.startswith(f"trial {failed.number} ")]
+    assert line.startswith(f"trial {failed.number} FAIL: RuntimeError: The size of tensor a (32)")
+    best = max((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    config = yaml.safe_load((tmp_path / "study" / "best.yaml").read_text())
+    assert config["model"]["init_args"]["user_tower"]["init_args"]["embedding_dim"] == 64
+    assert (
+        f"trial {best.number}, val/recall@20 {best.value:.4f}"
+        in (tmp_path / "study" / "best.yaml").read_text()
+    )
+
+
+@pytest.mark.parametrize(("trials", "run"), [(5, 3), (2, 2)])
+def test_a_study_whose_first_trials_all_fail_stops(tmp_path, trials, run):
+    (tmp_path / "space.yaml").write_text(f"{USER_DIM}: {{type: categorical, choices: [16, 32]}}")
+    with pytest.raises(ValueError, match=rf"{run} trials in a row failed .* size of tensor"):
+        tune(tmp_path, trials)
+    assert [t.state.name for t in load(tmp_path).trials] == ["FAIL"] * run
+    assert not (tmp_path / "study" / "best.yaml").exists()
+
+
+def test_a_setup_error_stops_at_once(tmp_path):
+    (tmp_path / "space.yaml").write_text(SPACE)
+    # a metric validation does not log: the first trial stops the study
+    with pytest.raises(SetupError, match=r"'val/recall@7' was not logged"):
+        tune(tmp_path, 3, "--metric=val/recall@7")
+    assert len(load(tmp_path).trials) == 1
+    # data that is not there: stopped before any trial
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "space.yaml").write_text(SPACE)
+    with pytest.raises(FileNotFoundError, match=r"nowhere\.csv"):
+        tune(other, 3, f"--data.interactions={tmp_path / 'nowhere.csv'}")
+    assert not (other / "study").exists()
