@@ -8,11 +8,14 @@ feature, user / item profiles, ``generate_seq_feature_match``, ``gen_model_input
 model, ``MatchTrainer.fit``, ``inference_embedding`` of the test users and all items and the
 example's ``match_evaluation`` (``movielens_utils.py``: Annoy, one query per user, no seen-item
 filtering, ``topk_metrics``). It prints one JSON line with its times and writes the embeddings,
-with raw ids, to ``--out``. Only the standard library and numpy are imported at module level, so
-``bench_vs_rechub.py`` can import :data:`SETTINGS` from here. Usage::
+with raw ids, to ``--out``. With ``--curve`` (``bench_vs_rechub.py --time-to-quality``) it
+trains epoch by epoch instead (:func:`train_curve`) and writes each epoch's embeddings. Only
+the standard library and numpy are imported at module level, so ``bench_vs_rechub.py`` can
+import :data:`SETTINGS` from here. Usage::
 
     python scripts/_rechub_worker.py --model dssm --npz rows.npz --out DIR [--epochs 10]
                                      [--threads 2] [--loader-workers 0] [--ks 10 50 100]
+                                     [--curve]
 """
 
 from __future__ import annotations
@@ -264,6 +267,44 @@ def save_embeddings(out: Path, user_emb: Any, item_emb: Any, prepared: dict[str,
     np.save(out / "item_ids.npy", np.array([item_map[i] for i in prepared["all_item"]["movie_id"]]))
 
 
+def train_curve(
+    trainer: Any,
+    train_dl: Any,
+    infer_dls: tuple[Any, Any],
+    prepared: dict[str, Any],
+    out: Path,
+    epochs: int,
+) -> list[dict[str, Any]]:
+    """``MatchTrainer.fit`` one epoch at a time, the embeddings after each in ``out/epoch_N``.
+
+    Without a validation loader, scheduler or logger (the examples pass none) ``fit`` is
+    ``train_one_epoch`` ``n_epoch`` times then ``torch.save``, so this trains the same model.
+    Between epochs the clock is paused: the weights are saved (``inference_embedding`` loads
+    them from ``model.pth``), users and items encoded, and the random states restored, since
+    iterating a DataLoader draws from torch's global generator. ``clock_s`` of an epoch counts
+    training only; the caller adds the preparation.
+    """
+    import torch
+
+    model, clock, curve = trainer.model, 0.0, []
+    for epoch in range(1, epochs + 1):
+        began = time.perf_counter()
+        trainer.train_one_epoch(train_dl)
+        clock += time.perf_counter() - began
+        states = random.getstate(), np.random.get_state()  # noqa: NPY002
+        with torch.random.fork_rng():
+            torch.save(model.state_dict(), out / "model.pth")
+            user_emb = trainer.inference_embedding(model, "user", infer_dls[0], str(out))
+            item_emb = trainer.inference_embedding(model, "item", infer_dls[1], str(out))
+        random.setstate(states[0])
+        np.random.set_state(states[1])  # noqa: NPY002
+        model.mode = None  # back to training (inference_embedding leaves "item")
+        (out / f"epoch_{epoch}").mkdir()
+        save_embeddings(out / f"epoch_{epoch}", user_emb, item_emb, prepared)
+        curve.append({"epoch": epoch, "train_s": clock, "dir": str(out / f"epoch_{epoch}")})
+    return curve
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Prepare, train, infer and evaluate as the example does; the times of each phase."""
     import torch
@@ -298,6 +339,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         device="cpu",
         model_path=str(args.out),
     )
+    if args.curve:
+        built_s = time.perf_counter() - started
+        curve = train_curve(trainer, train_dl, (test_dl, item_dl), prepared, args.out, epochs)
+        return {"prep_s": prepared_at - started, "built_s": built_s, "curve": curve}
     trainer.fit(train_dl)
     trained_at = time.perf_counter()
 
@@ -331,6 +376,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--loader-workers", type=int, default=0)
     parser.add_argument("--ks", type=int, nargs="+", default=[10, 50, 100])
+    parser.add_argument("--curve", action="store_true", help="embeddings after every epoch")
     args = parser.parse_args()
     print(json.dumps(run(args)))
 

@@ -8,6 +8,11 @@ evaluator. Usage::
     python scripts/bench_vs_rechub.py [--models dssm facebook_dssm youtube_dnn]
         [--epochs N] [--threads 2] [--loader-workers 0] [--data-dir ../shared/data]
         [--venv .bench/rechub-venv] [--timeout 3600] [--json results.json]
+        [--time-to-quality [--lit-preset ml100k-features|in-batch] [--lit-epochs 10]]
+
+``--time-to-quality`` answers another question (``scripts/_time_to_quality.py``): how soon
+lit_matching, with its own recommended settings for the same towers, reaches torch-rechub's
+final test HR@10 and HR@50; ``--epochs`` then sets rechub's epochs only.
 
 The first run creates the torch-rechub virtual environment (``bench_data.rechub_python``:
 the same torch, then ``torch-rechub==0.9.0``; ``annoy`` added for its evaluation). Every run
@@ -121,6 +126,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from _rechub_worker import SEED, SETTINGS, Settings
+from _time_to_quality import LIT_EPOCHS, PRESETS, lit_curve_worker, time_to_quality
 from bench_data import ROOT, bench_trainer, cpu_model, rechub_python, run_worker
 from bench_eval import annoy_python
 
@@ -178,8 +184,13 @@ def rechub_rows(frame: pd.DataFrame, data_dir: Path) -> dict[str, np.ndarray]:
     return arrays | {"rating": joined.rating.to_numpy(), "timestamp": rank}
 
 
-def lit_data(data_dir: Path, s: Settings, loader_workers: int) -> MatchingDataModule:
-    """The lit_matching DataModule of one model: read, pre-split, set up (timed as prep)."""
+def lit_data(
+    data_dir: Path, s: Settings, loader_workers: int, **overrides: Any
+) -> MatchingDataModule:
+    """The lit_matching DataModule of one model: read, pre-split, set up (timed as prep).
+
+    ``overrides`` replace ``MatchingDataModule`` arguments (mode, negatives, batch size).
+    """
     from lit_matching import Categorical, MatchingDataModule, MultiCategorical
 
     base = data_dir / "ml-100k"
@@ -189,9 +200,8 @@ def lit_data(data_dir: Path, s: Settings, loader_workers: int) -> MatchingDataMo
             "item_side_features": str(base / "ml-100k.item"),
             "item_feature_specs": [MultiCategorical("class", sep=" ", max_length=1)],
         }
-    dm = MatchingDataModule(
+    arguments = dict(
         mode=s.mode,
-        interactions=last_out(read_log(data_dir)),
         num_negatives=s.neg_ratio,
         negative_sampler="popularity",
         popularity_alpha=0.75,
@@ -202,7 +212,9 @@ def lit_data(data_dir: Path, s: Settings, loader_workers: int) -> MatchingDataMo
         num_workers=loader_workers,
         seed=SEED,
         progress=False,
-        **items,
+    )
+    dm = MatchingDataModule(
+        interactions=last_out(read_log(data_dir)), **(arguments | items | overrides)
     )
     dm.setup("fit")
     return dm
@@ -256,15 +268,9 @@ def feature_tower(
     return tower
 
 
-def lit_model(s: Settings, dm: MatchingDataModule) -> Any:
-    """The module of the model's mode with towers as rechub builds them."""
-    from lit_matching import (
-        HistoryPoolingTower,
-        IDEmbeddingTower,
-        ListwiseMatching,
-        PairwiseMatching,
-        PointwiseMatching,
-    )
+def lit_towers(s: Settings, dm: MatchingDataModule) -> tuple[nn.Module, nn.Module]:
+    """User and item towers as rechub builds them (the history shares the item id table)."""
+    from lit_matching import HistoryPoolingTower, IDEmbeddingTower
 
     items: nn.Module
     if s.item_dims:
@@ -275,6 +281,14 @@ def lit_model(s: Settings, dm: MatchingDataModule) -> Any:
         table = items.embedding
     history = HistoryPoolingTower(dm.num_items, s.embed_dim, pooling="mean", item_embedding=table)
     users = feature_tower(dm.user_feature_table, s.user_dims, s, dm.num_users, history)
+    return users, items
+
+
+def lit_model(s: Settings, dm: MatchingDataModule) -> Any:
+    """The module of the model's mode with towers as rechub builds them."""
+    from lit_matching import ListwiseMatching, PairwiseMatching, PointwiseMatching
+
+    users, items = lit_towers(s, dm)
     common = {
         "similarity": "cosine",
         "temperature": s.temperature,
@@ -557,7 +571,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--loader-workers", type=int, default=0, help="DataLoader processes")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per worker")
     parser.add_argument("--json", type=Path, help="save the raw results here")
-    parser.add_argument("--worker", choices=("lit",), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--time-to-quality",
+        action="store_true",
+        help="time lit_matching (own settings) to torch-rechub's final HR@10 / HR@50",
+    )
+    parser.add_argument("--lit-preset", default="ml100k-features", choices=PRESETS)
+    parser.add_argument("--lit-epochs", type=int, default=LIT_EPOCHS, help="lit_matching's cap")
+    parser.add_argument("--worker", choices=("lit", "lit-ttq"), help=argparse.SUPPRESS)
+    parser.add_argument("--budget", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--model", choices=MODELS, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -565,8 +587,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    if args.worker == "lit":
-        print(json.dumps(lit_worker(args)))
+    if args.worker:
+        print(json.dumps((lit_worker if args.worker == "lit" else lit_curve_worker)(args)))
         return
     threads = str(args.threads)
     os.environ |= {
@@ -583,6 +605,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         npz = Path(scratch) / "ml-100k.npz"
         np.savez(npz, **rechub_rows(frame, args.data_dir))
+        if args.time_to_quality:
+            rows = time_to_quality(args, python, npz, Path(scratch), reference)
+            print("\n".join(footer(args, [f"lit_matching preset: {args.lit_preset}"])))
+            if args.json:
+                args.json.write_text(json.dumps({"time_to_quality": rows, "argv": sys.argv}))
+            return
         for name in args.models:
             print(f"{name} ({SETTINGS[name].example}) ...", flush=True)
             results = run_model(name, args, python, npz, Path(scratch))
