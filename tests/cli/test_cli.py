@@ -38,6 +38,7 @@ def test_packaged_configs_are_complete_and_consistent():
         "gowalla",
         "listwise",
         "ml100k-features",
+        "ml1m",
         "pairwise",
         "pointwise",
         "sequence",
@@ -45,7 +46,7 @@ def test_packaged_configs_are_complete_and_consistent():
     for name in packaged_configs():
         config = yaml.safe_load(Path(packaged_config(name)).read_text())
         mode = config["data"]["mode"]
-        assert mode == name or name in ("sequence", "ml100k-features", "gowalla")
+        assert mode == name or name in ("sequence", "ml100k-features", "gowalla", "ml1m")
         assert config["model"]["class_path"].lower().endswith(f"{mode}matching")
         assert config["trainer"]["logger"]["init_args"]["name"] == name
 

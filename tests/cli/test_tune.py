@@ -10,7 +10,15 @@ import yaml
 
 from lit_matching import RetrievalEvaluator
 from lit_matching.cli import main, run_cli, tune_command
-from lit_matching.cli.tune import SetupError, TrialPruning, trial_curve
+from lit_matching.cli.configs import packaged_config
+from lit_matching.cli.tune import (
+    SetupError,
+    TrialPruning,
+    _packaged_space,
+    check_space,
+    trial_curve,
+)
+from lit_matching.cli.tune_space import load_space
 
 #: One epoch of two training batches per trial, quiet.
 TINY = [
@@ -286,3 +294,12 @@ def test_a_setup_error_stops_at_once(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"nowhere\.csv"):
         tune(other, 3, f"--data.interactions={tmp_path / 'nowhere.csv'}")
     assert not (other / "study").exists()
+
+
+@pytest.mark.parametrize("name", ["listwise", "gowalla", "ml1m"])
+def test_each_packaged_space_fits_its_config(name):
+    # Every key (and linked key) of a packaged space, at every choice and both range ends, is a
+    # setting of the packaged config of the same name: `tune --config NAME --space NAME` runs.
+    space = load_space(_packaged_space(name))
+    check_space(["--config", packaged_config(name)], space, name)
+    assert space.distributions
