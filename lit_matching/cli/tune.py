@@ -1,7 +1,7 @@
 """``lit-matching tune``: search hyper-parameters with Optuna on the validation part.
 
 ``lit-matching tune --config NAME --space SPACE --trials N [--study-dir DIR] [--metric M]
-[--direction maximize] [--seed S] [--pruner median|none] [--key value ...]``
+[--direction maximize] [--seed S] [--pruner median|none] [--pruner-warmup E] [--key value ...]``
 
 Each trial fits ``--config`` with the trial's values of the space's keys
 (:mod:`~lit_matching.cli.tune_space`; ``--space NAME`` picks a packaged space, e.g.
@@ -10,7 +10,9 @@ Each trial fits ``--config`` with the trial's values of the space's keys
 part (a ``RetrievalEvaluator``'s ``test_every_n_epochs`` is switched off), logs nothing and
 saves no checkpoint. Its value is the best ``--metric`` (default ``val/recall@20``) over its
 epochs; it reports the metric to Optuna after every validation, and a trial the pruner
-(``MedianPruner``) judges behind the others stops there.
+(``MedianPruner``) judges behind the others stops there, from its validation of epoch
+``--pruner-warmup`` on (default 2: the first epochs mostly say how large the learning rate is,
+above all under a warm-up or a decaying schedule, not how good the trial will end).
 
 A trial that its own values break (a ``ValueError``, ``RuntimeError`` or ``ArithmeticError``
 while building or fitting its model: a tower given a size the other does not take, a value a
@@ -339,6 +341,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--metric", default="val/recall@20", help="validation metric to optimise")
     parser.add_argument("--direction", choices=["maximize", "minimize"], default="maximize")
     parser.add_argument("--pruner", choices=["median", "none"], default="median")
+    parser.add_argument(
+        "--pruner-warmup", type=int, default=2, help="epochs before the pruner may stop a trial"
+    )
     parser.add_argument("--seed", type=int, default=0, help="of the sampler (plus trials so far)")
     return parser
 
@@ -371,9 +376,23 @@ def _open_study(optuna: Any, directory: Path, options: Any, config: str) -> optu
         study.set_user_attr(key, value)
     # Seeded by the number of trials so far: a resumed study does not replay its first draws.
     study.sampler = optuna.samplers.TPESampler(seed=options.seed + len(study.trials))
-    no_pruning = options.pruner == "none"
-    study.pruner = optuna.pruners.NopPruner() if no_pruning else optuna.pruners.MedianPruner()
+    study.pruner = make_pruner(optuna, options.pruner, options.pruner_warmup)
     return study
+
+
+def make_pruner(optuna: Any, kind: str, warmup_epochs: int) -> optuna.pruners.BasePruner:
+    """Optuna's pruner for ``--pruner``: none, or the median rule from epoch ``warmup_epochs`` on.
+
+    Example:
+        >>> import optuna
+        >>> [type(make_pruner(optuna, kind, 2)).__name__ for kind in ("median", "none")]
+        ['MedianPruner', 'NopPruner']
+    """
+    if warmup_epochs < 0:
+        raise ValueError(f"--pruner-warmup has to be 0 or more epochs, got {warmup_epochs}")
+    if kind == "none":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_warmup_steps=warmup_epochs)
 
 
 def tune_command(args: Sequence[str]) -> None:

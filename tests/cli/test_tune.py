@@ -16,6 +16,7 @@ from lit_matching.cli.tune import (
     TrialPruning,
     _packaged_space,
     check_space,
+    make_pruner,
     trial_curve,
 )
 from lit_matching.cli.tune_space import load_space
@@ -222,6 +223,25 @@ def test_trial_pruning_reports_and_stops_a_trial_behind_the_others():
     missing = TrialPruning(study.ask(), "val/recall@5")
     with pytest.raises(ValueError, match=r"'val/recall@5' was not logged.*val/recall@20"):
         missing.on_validation_end(fake_trainer(0.1, 0), None)
+
+
+def test_the_pruner_waits_its_warmup_epochs():
+    # The default pruner lets every trial validate --pruner-warmup epochs before it may stop one.
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(optuna, "median", 2))
+    for _ in range(5):  # the median rule's 5 start-up trials
+        done = study.ask()
+        for epoch in range(4):
+            done.report(0.5, epoch)
+        study.tell(done, 0.5)
+    behind = study.ask()
+    verdicts = []
+    for epoch in range(4):
+        behind.report(0.1, epoch)
+        verdicts.append(behind.should_prune())
+    assert verdicts == [False, False, True, True]
+    assert not any(make_pruner(optuna, "none", 0).prune(study, t) for t in study.trials)
+    with pytest.raises(ValueError, match="--pruner-warmup has to be 0 or more epochs, got -1"):
+        make_pruner(optuna, "median", -1)
 
 
 def test_linked_keys_take_the_drawn_value_and_the_best_config_fits(tmp_path, monkeypatch):
