@@ -15,8 +15,9 @@ def packaged_configs() -> list[str]:
     """Names of the configs shipped with the package.
 
     Example:
-        >>> packaged_configs()
-        ['gowalla', 'listwise', 'ml100k-features', 'pairwise', 'pointwise', 'sequence']
+        >>> packaged_configs()  # doctest: +NORMALIZE_WHITESPACE
+        ['gowalla', 'listwise', 'ml100k-features', 'ml1m', 'pairwise', 'pointwise',
+         'sequence']
     """
     folder = files("lit_matching") / "configs"
     names = (p.name for p in folder.iterdir())
