@@ -80,6 +80,7 @@ __all__ = [
     "TrialPruning",
     "check_setup",
     "check_space",
+    "make_pruner",
     "trial_curve",
     "tune_command",
 ]
