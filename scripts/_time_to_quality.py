@@ -97,6 +97,14 @@ def checkpoint_steps(steps_per_epoch: int, max_steps: int) -> list[int]:
     return sorted({s for s in steps if s <= max_steps} | {max_steps})
 
 
+def _reached(metrics: dict[str, np.ndarray], targets: dict[str, float]) -> np.ndarray:
+    """Per checkpoint: does every ``metrics[name]`` reach ``targets[name]``?"""
+    reached = np.ones(len(next(iter(metrics.values()))), dtype=bool)
+    for name, target in targets.items():
+        reached &= np.asarray(metrics[name]) >= target
+    return reached
+
+
 def first_reaching(
     clock: np.ndarray, metrics: dict[str, np.ndarray], targets: dict[str, float]
 ) -> int | None:
@@ -111,10 +119,7 @@ def first_reaching(
     """
     if np.any(np.diff(clock) < 0):
         raise ValueError(f"clock has to be increasing, got {clock}")
-    reached = np.ones(len(clock), dtype=bool)
-    for name, target in targets.items():
-        reached &= np.asarray(metrics[name]) >= target
-    hits = np.flatnonzero(reached)
+    hits = np.flatnonzero(_reached(metrics, targets))
     return int(hits[0]) if len(hits) else None
 
 
@@ -128,9 +133,7 @@ def first_staying(metrics: dict[str, np.ndarray], targets: dict[str, float]) -> 
         >>> first_staying({"hr@10": np.array([0.03, 0.01, 0.02, 0.04])}, {"hr@10": 0.02})
         2
     """
-    reached = np.ones(len(next(iter(metrics.values()))), dtype=bool)
-    for name, target in targets.items():
-        reached &= np.asarray(metrics[name]) >= target
+    reached = _reached(metrics, targets)
     staying = np.logical_and.accumulate(reached[::-1])[::-1]  # reached here and after
     hits = np.flatnonzero(staying)
     return int(hits[0]) if len(hits) else None
@@ -157,15 +160,14 @@ def _checkpointer(clock: Clock, dm: MatchingDataModule, out: Path, budget: float
     """A Lightning callback saving the embeddings at :func:`checkpoint_steps`, clock paused."""
     import pytorch_lightning as pl
     import torch
-    from bench_vs_rechub import save_vectors
-
-    from lit_matching.retrieval.encoding import encode_in_batches
+    from bench_vs_rechub import save_test_vectors
 
     class Checkpointer(pl.Callback):
         def __init__(self) -> None:
             self.curve: list[dict[str, Any]] = []
             self.steps: set[int] = set()
             self.per_epoch = 1
+            self.test_users: tuple[np.ndarray, Any] | None = None  # built at the first save
 
         def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
             self.per_epoch = int(trainer.num_training_batches)
@@ -190,16 +192,11 @@ def _checkpointer(clock: Clock, dm: MatchingDataModule, out: Path, budget: float
             folder.mkdir()
             module.eval()  # BatchNorm: running statistics
             with torch.random.fork_rng():
-                eval_set = dm.eval_set("test")
-                features = dm.user_features("test", eval_set.users)
-                users = encode_in_batches(module.encode_users, features, "cpu")
-                items = encode_in_batches(
-                    module.encode_items, {"ids": torch.arange(dm.num_items)}, "cpu"
-                )
+                if self.test_users is None:
+                    users = dm.eval_set("test").users
+                    self.test_users = users, dm.user_features("test", users)
+                save_test_vectors(module, dm, *self.test_users, folder)
             module.train()
-            save_vectors(
-                folder, users, dm.user_vocab.to_raw(eval_set.users), items, dm.item_vocab.to_list()
-            )
             self.curve.append(point | {"dir": str(folder)})
             clock.paused += time.perf_counter() - read_at
 

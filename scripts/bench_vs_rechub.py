@@ -314,7 +314,6 @@ def lit_worker(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from lit_matching import RetrievalEvaluator
-    from lit_matching.retrieval.encoding import encode_in_batches
 
     torch.set_num_threads(args.threads)
     s = SETTINGS[args.model]
@@ -338,11 +337,7 @@ def lit_worker(args: argparse.Namespace) -> dict[str, Any]:
     )
     evaluated_at = time.perf_counter()
 
-    users = encode_in_batches(model.encode_users, features, "cpu")
-    items = encode_in_batches(model.encode_items, {"ids": torch.arange(dm.num_items)}, "cpu")
-    save_vectors(
-        args.out, users, dm.user_vocab.to_raw(eval_set.users), items, dm.item_vocab.to_list()
-    )
+    save_test_vectors(model, dm, eval_set.users, features, args.out)
     rows = train_rows(s, dm)
     return {
         "prep_s": prepared_at - started,
@@ -356,6 +351,19 @@ def lit_worker(args: argparse.Namespace) -> dict[str, Any]:
         "own_metrics": metrics,
         "threads": torch.get_num_threads(),
     }
+
+
+def save_test_vectors(
+    model: Any, dm: MatchingDataModule, users: np.ndarray, features: Any, out: Path
+) -> None:
+    """Encode the test ``users`` (their ``features``) and every item; :func:`save_vectors`."""
+    import torch
+
+    from lit_matching.retrieval.encoding import encode_in_batches
+
+    user_vectors = encode_in_batches(model.encode_users, features, "cpu")
+    items = encode_in_batches(model.encode_items, {"ids": torch.arange(dm.num_items)}, "cpu")
+    save_vectors(out, user_vectors, dm.user_vocab.to_raw(users), items, dm.item_vocab.to_list())
 
 
 def save_vectors(
